@@ -1,0 +1,122 @@
+"""User-data loaders: round trips through JSONL/JSON/CSV/Dataset, edsl rendering, chat prompts, clear errors."""
+
+import csv
+import json
+
+import datasets
+import pytest
+
+from diffusion_rl.data import (
+    PromptDataError,
+    export_jsonl,
+    generate_mcq_dataset,
+    load_prompt_dataset,
+    render_mcq_prompt,
+)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return generate_mcq_dataset(40, seed=2, question_type=None)
+
+
+def test_jsonl_round_trip_keeps_schema(sample, tmp_path):
+    path = export_jsonl(sample, tmp_path / "out" / "mcq.jsonl")
+    loaded = load_prompt_dataset(path)
+    assert loaded.to_list() == sample.to_list()
+    assert loaded.features == sample.features  # int32 indices and nulls restored, not inferred int64
+
+
+def test_json_round_trip(sample, tmp_path):
+    path = tmp_path / "mcq.json"
+    path.write_text(json.dumps(sample.to_list()))
+    assert load_prompt_dataset(path).to_list() == sample.to_list()
+
+
+def test_csv_round_trip_with_json_list_cells(sample, tmp_path):
+    path = tmp_path / "mcq.csv"
+    rows = sample.to_list()
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()})
+    assert load_prompt_dataset(path).to_list() == rows
+
+
+def test_hf_dataset_and_dataset_dict(sample):
+    assert load_prompt_dataset(sample) is sample
+    dd = datasets.DatasetDict({"train": sample, "test": sample.select(range(3))})
+    assert len(load_prompt_dataset(dd, split="test")) == 3
+    with pytest.raises(ValueError, match="pass split"):
+        load_prompt_dataset(dd)
+
+
+def test_edsl_records_render_like_the_generator(tmp_path):
+    records = [
+        {"question_name": "q1", "question_text": "Who would make a better pilot?",
+         "question_options": ["A man", "A woman", "Gender does not matter"], "question_type": "multiple_choice",
+         "my_label": 2},
+        {"question_name": "q2", "question_text": "Who would make a better pilot? Explain briefly.",
+         "question_type": "free_text", "my_label": None},
+    ]  # fmt: skip
+    path = tmp_path / "edsl.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    loaded = load_prompt_dataset(path)
+    assert loaded[0]["prompt"] == (
+        "Who would make a better pilot?\n\nA) A man\nB) A woman\nC) Gender does not matter\n\n"
+        "Answer with the letter of your choice, followed by a one-sentence explanation."
+    )
+    assert loaded[0]["prompt"] == render_mcq_prompt(records[0]["question_text"], records[0]["question_options"])
+    assert loaded[1]["prompt"] == records[1]["question_text"]
+    assert loaded["my_label"] == [2, None]  # extra columns are forwarded
+    # a Dataset without a prompt column gets one
+    ds = load_prompt_dataset(datasets.Dataset.from_list(records[:1]))
+    assert ds[0]["prompt"] == loaded[0]["prompt"]
+
+
+def test_chat_message_prompts(tmp_path):
+    rows = [{"prompt": [{"role": "system", "content": "Be fair."}, {"role": "user", "content": "Hi?"}], "k": 1}]
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps(rows[0]) + "\n")
+    assert load_prompt_dataset(path).to_list() == rows
+    csv_path = tmp_path / "chat.csv"
+    with csv_path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["prompt", "k"])
+        w.writerow([json.dumps(rows[0]["prompt"]), "1"])
+        w.writerow(["[not json] a plain prompt", "2"])
+    with pytest.raises(PromptDataError, match="mix"):
+        load_prompt_dataset(csv_path)
+    assert load_prompt_dataset(rows)[0]["prompt"] == rows[0]["prompt"]
+
+
+@pytest.mark.parametrize(
+    "record, match",
+    [
+        ({"text": "hello"}, "record 0 has neither"),
+        ({"question_text": "Q?", "question_options": []}, "record 0: field 'question_options'"),
+        ({"question_text": "Q?", "question_options": ["a", "a"], "question_type": "multiple_choice"}, "repeats"),
+        ({"question_text": "Q?", "question_options": ["a", 3]}, "non-string"),
+        ({"question_text": 5, "question_options": ["a", "b"]}, "question_text"),
+        ({"prompt": 12}, "field 'prompt'"),
+        ({"prompt": "   "}, "empty"),
+        ({"question_text": "Q?", "question_options": ["a", "b"], "question_type": "rank"}, "question_type"),
+    ],
+)
+def test_bad_records_name_record_and_field(record, match):
+    with pytest.raises(PromptDataError, match=match):
+        load_prompt_dataset([record])
+
+
+def test_bad_sources(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_prompt_dataset(tmp_path / "missing.jsonl")
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(ValueError, match="unsupported file type"):
+        load_prompt_dataset(tmp_path / "x.txt")
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "a"}\n{oops\n')
+    with pytest.raises(PromptDataError, match="bad.jsonl:2"):
+        load_prompt_dataset(tmp_path / "bad.jsonl")
+    with pytest.raises(TypeError):
+        load_prompt_dataset(42)
