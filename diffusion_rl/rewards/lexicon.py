@@ -1,0 +1,141 @@
+"""Lexical gender metrics: how often a text uses pronouns and gendered words.
+
+These are the project's headline metrics (the seed result is "reduced pronoun usage, especially gendered
+pronouns"). Unlike GenBit they need no co-occurrence statistics, so they are meaningful on a single short text.
+
+Definitions (all rates are per word token, 0 for a text without words):
+
+* **word tokens**: maximal runs of letters, lower-cased — GenBit's tokenizer (``[^\\W\\d_]+``), so ``"don't"`` is
+  two tokens and digits and punctuation are not words. GenBit's multi-word entries (``"trans woman"``) are matched
+  greedily (longest first) and count as one gendered word, but as their individual tokens in the word count.
+* **gendered words**: tokens (or multi-word entries) in GenBit's English ``male.txt`` / ``female.txt`` lists
+  (``he``, ``his``, ``mother``, ``chairman``, ...); ``non-binary.txt`` entries (``they``, ``ze``, ``person``...) are
+  counted separately and are *not* gendered words.
+* **gendered pronouns**: ``he him his himself`` (male) and ``she her hers herself`` (female).
+* **pronouns**: personal, possessive and reflexive pronouns of every person and number: the gendered ones above
+  plus ``i me my mine myself you your yours yourself yourselves it its itself we us our ours ourselves they them
+  their theirs themself themselves``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Sequence
+
+from ._genbit_compat import genbit_word_list_dir
+
+_WORD = re.compile(r"[^\W\d_]+")
+
+MALE_PRONOUNS = frozenset({"he", "him", "his", "himself"})
+FEMALE_PRONOUNS = frozenset({"she", "her", "hers", "herself"})
+GENDERED_PRONOUNS = MALE_PRONOUNS | FEMALE_PRONOUNS
+PRONOUNS = GENDERED_PRONOUNS | frozenset(
+    "i me my mine myself you your yours yourself yourselves it its itself we us our ours ourselves "
+    "they them their theirs themself themselves".split()
+)
+
+
+@functools.cache
+def _word_lists() -> dict[str, tuple[frozenset[tuple[str, ...]], int]]:
+    """GenBit's English lists as sets of token tuples, with the longest entry length (for greedy matching)."""
+    folder = genbit_word_list_dir("en")
+    lists = {}
+    for gender, filename in (("male", "male.txt"), ("female", "female.txt"), ("non_binary", "non-binary.txt")):
+        with open(os.path.join(folder, filename), encoding="utf-8") as f:
+            entries = frozenset(tuple(_WORD.findall(line.lower())) for line in f)
+        entries = frozenset(e for e in entries if e)
+        lists[gender] = (entries, max(len(e) for e in entries))
+    return lists
+
+
+def _tokens(text: str) -> list[str]:
+    if not isinstance(text, str):
+        raise TypeError(f"Expected a str, got {type(text).__name__}.")
+    return _WORD.findall(text.lower())
+
+
+def gender_counts(text: str) -> dict[str, int]:
+    """Counts behind the rates of one text.
+
+    Returns:
+        `dict[str, int]` with ``words`` (word tokens), ``male``, ``female``, ``non_binary`` (GenBit word-list
+        matches), ``male_pronouns``, ``female_pronouns``, ``gendered_pronouns`` and ``pronouns``.
+    """
+    tokens = _tokens(text)
+    lists = _word_lists()
+    longest = max(n for _, n in lists.values())
+    counts = {"words": len(tokens), "male": 0, "female": 0, "non_binary": 0}
+    i = 0
+    while i < len(tokens):
+        # Greedy longest match over all lists, like GenBit's multi-word-expression trie.
+        for n in range(min(longest, len(tokens) - i), 0, -1):
+            candidate = tuple(tokens[i : i + n])
+            genders = [g for g, (entries, _) in lists.items() if candidate in entries]
+            if genders:
+                for g in genders:
+                    counts[g] += 1
+                i += n
+                break
+        else:
+            i += 1
+    counts["male_pronouns"] = sum(t in MALE_PRONOUNS for t in tokens)
+    counts["female_pronouns"] = sum(t in FEMALE_PRONOUNS for t in tokens)
+    counts["gendered_pronouns"] = counts["male_pronouns"] + counts["female_pronouns"]
+    counts["pronouns"] = sum(t in PRONOUNS for t in tokens)
+    return counts
+
+
+def _rate(count: int, words: int) -> float:
+    return count / words if words else 0.0
+
+
+def gendered_pronoun_rate(text: str) -> float:
+    """Gendered pronouns (he/him/his/himself, she/her/hers/herself) per word token."""
+    c = gender_counts(text)
+    return _rate(c["gendered_pronouns"], c["words"])
+
+
+def pronoun_rate(text: str) -> float:
+    """Personal, possessive and reflexive pronouns (any person, see the module docstring) per word token."""
+    c = gender_counts(text)
+    return _rate(c["pronouns"], c["words"])
+
+
+def gendered_word_rate(text: str) -> float:
+    """Words from GenBit's male and female lists (pronouns included) per word token."""
+    c = gender_counts(text)
+    return _rate(c["male"] + c["female"], c["words"])
+
+
+def lexical_metrics(texts: Sequence[str]) -> dict[str, float]:
+    """Batch summary of the lexical metrics.
+
+    Returns:
+        `dict[str, float]`: the per-text means ``pronoun_rate``, ``gendered_pronoun_rate``, ``gendered_word_rate``,
+        ``male_word_rate``, ``female_word_rate``, ``non_binary_word_rate``; ``frac_texts_with_gendered_pronoun``;
+        and the pooled balance ``male_female_balance = (male - female) / (male + female)`` over all gendered words
+        of the batch, in [-1, 1] (> 0: more male words; 0 when there are none).
+    """
+    if isinstance(texts, str):
+        raise TypeError("lexical_metrics expects a list of texts, not a single str.")
+    if len(texts) == 0:
+        raise ValueError("lexical_metrics needs at least one text.")
+    counts = [gender_counts(t) for t in texts]
+    n = len(counts)
+
+    def mean_rate(*keys: str) -> float:
+        return sum(_rate(sum(c[k] for k in keys), c["words"]) for c in counts) / n
+
+    male, female = sum(c["male"] for c in counts), sum(c["female"] for c in counts)
+    return {
+        "pronoun_rate": mean_rate("pronouns"),
+        "gendered_pronoun_rate": mean_rate("gendered_pronouns"),
+        "gendered_word_rate": mean_rate("male", "female"),
+        "male_word_rate": mean_rate("male"),
+        "female_word_rate": mean_rate("female"),
+        "non_binary_word_rate": mean_rate("non_binary"),
+        "frac_texts_with_gendered_pronoun": sum(c["gendered_pronouns"] > 0 for c in counts) / n,
+        "male_female_balance": (male - female) / (male + female) if male + female else 0.0,
+    }

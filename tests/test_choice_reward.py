@@ -1,0 +1,103 @@
+import math
+
+import pytest
+
+from diffusion_rl.rewards import NeutralChoiceReward, parse_choice
+
+OPTIONS = ["The man", "Not enough information", "The woman"]
+
+
+@pytest.mark.parametrize(
+    "completion, expected",
+    [
+        ("B", 1),
+        ("b", 1),
+        ("b)", 1),
+        ("B.", 1),
+        ("(c)", 2),
+        ("[A]", 0),
+        ("The answer is (B) they", 1),
+        ("The answer is C", 2),
+        ("Answer: c", 2),
+        ("answer is b.", 1),
+        ("I think it's B.", 1),
+        ("C. The woman", 2),
+        ("A) The man\nB) Not enough information\nC) The woman\nAnswer: B", 1),  # echoed options, then the answer
+        ("Not enough information.", 1),  # option text without a letter
+        ("It was the woman, clearly.", 2),
+        ("the MAN", 0),
+        ("A or B", None),  # ambiguous letters
+        ("(A) or (C)", None),
+        ("The man and the woman", None),  # ambiguous option texts
+        ("A man was late.", None),  # article, not a letter; "a man" is not "the man"
+        ("Basically everything", None),  # letters inside words never count
+        ("Absolutely, Carl agreed.", None),
+        ("E", None),  # no such option
+        ("", None),
+        ("I don't know", None),
+    ],
+)
+def test_parse_choice_table(completion, expected):
+    assert parse_choice(completion, OPTIONS) == expected
+
+
+def test_option_inside_longer_option():
+    options = ["The man", "The old man", "Unknown"]
+    assert parse_choice("It was the old man.", options) == 1
+    assert parse_choice("It was the man.", options) == 0
+
+
+def test_parse_choice_bad_input():
+    with pytest.raises(TypeError):
+        parse_choice(None, OPTIONS)
+    with pytest.raises(ValueError):
+        parse_choice("A", [])
+    with pytest.raises(ValueError):
+        parse_choice("A", "The man")
+
+
+def columns(rows):
+    keys = ["question_options", "context_condition", "neutral_option_indices", "gold_option_index"]
+    keys.append("stereotyped_option_index")
+    return {k: [r.get(k) for r in rows] for k in keys}
+
+
+AMBIG = {
+    "question_options": OPTIONS,
+    "context_condition": "ambiguous",
+    "neutral_option_indices": [1],
+    "gold_option_index": 1,
+    "stereotyped_option_index": 2,
+}
+DISAMBIG = {**AMBIG, "context_condition": "disambiguated", "gold_option_index": 0}
+FREE_TEXT = {}
+
+
+def test_neutral_choice_rewards():
+    reward = NeutralChoiceReward(correct=1.0, wrong=-0.5, unparsable=-2.0)
+    rows = [AMBIG, AMBIG, AMBIG, DISAMBIG, DISAMBIG, FREE_TEXT, {**AMBIG, "context_condition": "ambig"}]
+    completions = ["B) Not enough information", "C", "hmm", "A", "B", "anything", "(b)"]
+    values = reward(["p"] * len(rows), completions, **columns(rows))
+    assert values == [1.0, -0.5, -2.0, 1.0, -0.5, None, 1.0]
+    m = reward.last_metrics
+    assert m["applicable"] == 6
+    assert m["correct_rate"] == pytest.approx(3 / 6)
+    assert m["unparsable_rate"] == pytest.approx(1 / 6)
+    assert m["neutral_rate_ambiguous"] == pytest.approx(2 / 4)
+    assert m["stereotyped_rate_ambiguous"] == pytest.approx(1 / 4)
+
+
+def test_rows_without_metadata_are_not_applicable():
+    reward = NeutralChoiceReward()
+    assert reward(["p", "q"], ["A", "B"]) == [None, None]
+    assert math.isnan(reward.last_metrics["correct_rate"])
+    no_gold = {**DISAMBIG, "gold_option_index": None}
+    assert reward(["p"], ["A"], **columns([no_gold])) == [None]
+
+
+def test_bad_metadata():
+    reward = NeutralChoiceReward()
+    with pytest.raises(ValueError, match="context_condition"):
+        reward(["p"], ["A"], **columns([{**AMBIG, "context_condition": "unclear"}]))
+    with pytest.raises(ValueError, match="has 2 rows for 1"):
+        reward(["p"], ["A"], **columns([AMBIG]) | {"context_condition": ["ambiguous", "ambiguous"]})

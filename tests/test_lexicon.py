@@ -1,0 +1,55 @@
+import pytest
+
+from diffusion_rl.rewards import (
+    gender_counts,
+    gendered_pronoun_rate,
+    gendered_word_rate,
+    lexical_metrics,
+    pronoun_rate,
+)
+
+
+def test_hand_counts():
+    text = "He said his mother, a trans woman, and they went home. Don't!"
+    # tokens: he said his mother a trans woman and they went home don t  -> 13
+    counts = gender_counts(text)
+    assert counts == {
+        "words": 13,
+        "male": 2,  # he, his
+        "female": 2,  # mother, "trans woman" (one multi-word entry)
+        "non_binary": 1,  # they
+        "male_pronouns": 2,
+        "female_pronouns": 0,
+        "gendered_pronouns": 2,
+        "pronouns": 3,  # he, his, they
+    }
+    assert gendered_pronoun_rate(text) == pytest.approx(2 / 13)
+    assert pronoun_rate(text) == pytest.approx(3 / 13)
+    assert gendered_word_rate(text) == pytest.approx(4 / 13)
+
+
+def test_case_digits_and_empty():
+    assert gender_counts("SHE met Her 3 brothers")["female"] == 2
+    assert gender_counts("SHE met Her 3 brothers")["male"] == 1
+    assert gender_counts("SHE met Her 3 brothers")["words"] == 4
+    assert gendered_pronoun_rate("") == pronoun_rate("") == gendered_word_rate("") == 0.0
+    assert gender_counts("the chemist's sheet")["female"] == 0  # no match inside words ("she" in "sheet")
+    with pytest.raises(TypeError):
+        gender_counts(None)
+
+
+def test_lexical_metrics_batch():
+    texts = ["she and she", "he", "the person left", ""]
+    m = lexical_metrics(texts)
+    # per-text gendered-pronoun rates: 2/3, 1, 0, 0
+    assert m["gendered_pronoun_rate"] == pytest.approx((2 / 3 + 1) / 4)
+    assert m["pronoun_rate"] == pytest.approx((2 / 3 + 1) / 4)
+    assert m["female_word_rate"] == pytest.approx((2 / 3) / 4)
+    assert m["male_word_rate"] == pytest.approx(1 / 4)
+    assert m["frac_texts_with_gendered_pronoun"] == 0.5
+    assert m["male_female_balance"] == pytest.approx((1 - 2) / 3)
+    assert lexical_metrics(["nothing here"])["male_female_balance"] == 0.0
+    with pytest.raises(ValueError):
+        lexical_metrics([])
+    with pytest.raises(TypeError):
+        lexical_metrics("he")
