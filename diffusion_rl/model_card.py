@@ -1,0 +1,182 @@
+"""The README.md (Hub model card) written next to a trained adapter.
+
+The metadata follows the Hub's conventions for adapters: `library_name: peft` (so the Hub shows "use with PEFT"),
+`base_model` (only when it is a Hub id: a local path is invalid metadata and goes into the text instead) and tags.
+The body records what a reader needs to reproduce or judge the run: the reward functions with their weights, the
+log-probability estimator, the KL settings and the final logged metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from huggingface_hub import ModelCard, ModelCardData
+
+TAGS = ["diffusion-rl", "llada", "reinforce", "lora"]
+
+# Config fields that define the RL recipe; shown in the card so a run can be reproduced.
+_RECIPE_FIELDS = (
+    "learning_rate",
+    "num_generations",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_steps",
+    "steps",
+    "max_completion_length",
+    "block_length",
+    "temperature",
+    "remasking",
+    "cfg_scale",
+    "logprob_estimator",
+    "logprob_samples",
+    "antithetic",
+    "prompt_mask_prob",
+    "baseline",
+    "kl_coef",
+    "kl_in",
+    "kl_estimator",
+    "seed",
+)
+
+
+def _format(value) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def build_model_card(
+    *,
+    base_model: str | None,
+    model_name: str | None,
+    reward_names: list[str],
+    reward_weights: list[float],
+    args,
+    final_metrics: dict[str, float],
+    hub_model_id: str | None = None,
+    dataset_name: str | None = None,
+    tags: list[str] | None = None,
+    is_adapter: bool = True,
+) -> ModelCard:
+    """Build the model card of a `DiffusionReinforceTrainer` run.
+
+    Args:
+        base_model (`str`, *optional*):
+            Hub id or local path of the model the adapter was trained on.
+        model_name (`str`, *optional*):
+            Title of the card.
+        reward_names (`list[str]`):
+            Names of the reward functions, in order.
+        reward_weights (`list[float]`):
+            Weight of each reward function.
+        args (`DiffusionReinforceConfig`):
+            The training configuration (the RL recipe fields are listed).
+        final_metrics (`dict[str, float]`):
+            The last logged training metrics.
+        hub_model_id (`str`, *optional*):
+            Repository id, used in the usage snippet.
+        dataset_name (`str`, *optional*):
+            Training dataset id.
+        tags (`list[str]`, *optional*):
+            Extra tags added to the default ones.
+        is_adapter (`bool`, *optional*, defaults to `True`):
+            Whether the saved weights are a PEFT adapter (`library_name: peft`) or a full model (`transformers`).
+    """
+    hub_base = base_model if base_model and not os.path.isdir(base_model) else None
+    all_tags = list(dict.fromkeys([*TAGS, *(tags or [])]))
+    data = ModelCardData(
+        library_name="peft" if is_adapter else "transformers",
+        base_model=hub_base,
+        tags=all_tags,
+        datasets=[dataset_name] if dataset_name else None,
+        pipeline_tag="text-generation",
+    )
+    title = model_name or hub_model_id or "diffusion_rl adapter"
+    repo = hub_model_id or "<this repository>"
+    lines = [
+        f"# {title}",
+        "",
+        f"A LoRA adapter for the masked diffusion language model `{base_model}`, trained with REINFORCE by "
+        "diffusion_rl (`DiffusionReinforceTrainer`)."
+        if is_adapter
+        else f"`{base_model}` fine-tuned with REINFORCE by diffusion_rl (`DiffusionReinforceTrainer`).",
+        "",
+        "## Reward configuration",
+        "",
+        "| reward function | weight |",
+        "|---|---|",
+        *(f"| {name} | {_format(float(weight))} |" for name, weight in zip(reward_names, reward_weights)),
+        "",
+        "## Training configuration",
+        "",
+        "| field | value |",
+        "|---|---|",
+        *(f"| {f} | {_format(getattr(args, f))} |" for f in _RECIPE_FIELDS if hasattr(args, f)),
+        "",
+        "## Final metrics",
+        "",
+    ]
+    if final_metrics:
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_format(v)} |" for k, v in sorted(final_metrics.items()) if isinstance(v, int | float)]
+    else:
+        lines.append("No metrics were logged.")
+    if is_adapter:
+        lines += [
+            "",
+            "## Usage",
+            "",
+            "```python",
+            "import diffusion_rl  # registers LLaDA with the transformers Auto classes",
+            "from peft import PeftModel",
+            "from transformers import AutoModelForCausalLM",
+            "",
+            f'base = AutoModelForCausalLM.from_pretrained("{base_model}")',
+            f'model = PeftModel.from_pretrained(base, "{repo}")',
+            "```",
+        ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+
+
+def write_model_card(trainer, output_dir: str, model_name=None, dataset_name=None, tags=None) -> None:
+    """Write `output_dir/README.md` for a `DiffusionReinforceTrainer` (adapter or full model, metrics so far).
+
+    Args:
+        trainer (`DiffusionReinforceTrainer`):
+            The trainer whose model, rewards, arguments and log history are described.
+        output_dir (`str`):
+            Where to write the card.
+        model_name (`str`, *optional*):
+            Title of the card.
+        dataset_name (`str`, *optional*):
+            Training dataset id.
+        tags (`str` or `list[str]`, *optional*):
+            Extra tags.
+    """
+    from peft import PeftModel
+
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+    is_adapter = isinstance(unwrapped, PeftModel)
+    if is_adapter:
+        peft_config = unwrapped.peft_config[unwrapped.active_adapter]
+        base_model = peft_config.base_model_name_or_path or unwrapped.base_model.config._name_or_path
+    else:
+        base_model = unwrapped.config._name_or_path
+    final: dict[str, float] = {}
+    for entry in trainer.state.log_history:  # the latest value of every logged metric
+        final.update({k: v for k, v in entry.items() if k not in ("step", "epoch")})
+    card = build_model_card(
+        base_model=base_model,
+        model_name=model_name,
+        reward_names=trainer.reward_names,
+        reward_weights=trainer.reward_weights.tolist(),
+        args=trainer.args,
+        final_metrics=final,
+        hub_model_id=trainer.hub_model_id or trainer.args.hub_model_id,
+        dataset_name=dataset_name,
+        tags=[tags] if isinstance(tags, str) else tags,
+        is_adapter=is_adapter,
+    )
+    os.makedirs(output_dir, exist_ok=True)
+    card.save(os.path.join(output_dir, "README.md"))

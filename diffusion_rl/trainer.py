@@ -1,0 +1,553 @@
+"""REINFORCE fine-tuning of a masked diffusion LM: `DiffusionReinforceTrainer`.
+
+Why not TRL's `GRPOTrainer`: it scores completions with a causal, one-token-shifted forward, which is wrong for a
+mask predictor (LLaDA predicts the token *at* a masked position from the whole canvas). This trainer keeps TRL's
+constructor, reward-function signature and metric names, and swaps the maths for diffusion-specific pieces:
+
+```
+rows -> chat template -> MaskedDiffusionSampler (no grad, adapter ON) -> decode (stop at EOS/EOT)
+     -> log-prob estimator (grad through LoRA; KL to the adapter-disabled base on the *same* masked inputs)
+     -> reward callables (dataset columns + `kl=` as kwargs) -> advantages -> REINFORCE loss -> backward
+```
+
+The log-probabilities are estimated *before* the rewards because the seed's reward `R = -(bias + 0.1 KL)` needs the
+per-sample KL, which the estimator computes from the same masked forward passes. One call of `compute_loss` is one
+micro-batch; `transformers.Trainer` does the gradient accumulation, AdamW, checkpoints and logging.
+
+Each per-device batch holds whole groups: the dataloader repeats every prompt `num_generations` times in a row
+([`RepeatSampler`]) and the per-device batch size must be a multiple of `num_generations`, so the group baselines
+(`rloo`, `group`) and the `mean` baseline are computed on each process's micro-batch, with no collective.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from peft import PeftConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
+from transformers.utils import logging
+from trl.models import unwrap_model_for_generation
+
+from .advantages import compute_advantages
+from .config import DiffusionReinforceConfig
+from .data.chat import tokenize_prompts
+from .logprobs import LogProbOutput, RolloutBatch, estimate_logprobs, logprob_estimator_std
+from .losses import reinforce_loss
+from .model_card import TAGS, write_model_card
+from .rewards.base import RewardOutput, compute_rewards, reward_name
+from .rewards.kl import KLReward
+from .rewards.lexicon import lexical_metrics
+from .sampling.sampler import MaskedDiffusionSampler, SamplerOutput
+from .trainer_utils import (
+    PhaseTimer,
+    RepeatSampler,
+    check_lora_targets,
+    check_prompt_column,
+    identity_collator,
+    log_completions_table,
+    peak_memory_mb,
+)
+
+logger = logging.get_logger(__name__)
+
+RewardFunc = Callable[..., list[float | None]]
+
+
+class HubPushError(ConnectionError):
+    """Uploading to the Hugging Face Hub failed (offline, unreachable or not authorised); local files are kept."""
+
+
+class DiffusionReinforceTrainer(Trainer):
+    """Trainer for REINFORCE fine-tuning (LoRA by default) of masked diffusion language models such as LLaDA.
+
+    Args:
+        model (`str` or `PreTrainedModel`):
+            The model to train, or a path / Hub id loaded with `AutoModelForCausalLM.from_pretrained` (importing
+            `diffusion_rl` registers LLaDA). Its config must define `mask_token_id`.
+        reward_funcs (`Callable` or `list[Callable]`):
+            Reward functions with TRL's signature `func(prompts, completions, **kwargs) -> list[float | None]`. The
+            kwargs hold the dataset's other columns, `completion_ids`, `trainer_state` and `kl` (per-sample
+            KL(policy||base), a `(N,)` tensor or `None` without an adapter) so that [`KLReward`] can reuse it.
+        args ([`DiffusionReinforceConfig`], *optional*):
+            Configuration; defaults to `DiffusionReinforceConfig(output_dir="<model name>-DiffusionReinforce")`.
+        train_dataset (`datasets.Dataset`):
+            Dataset with a `prompt` column.
+        eval_dataset (`datasets.Dataset` or `dict[str, datasets.Dataset]`, *optional*):
+            Evaluation dataset(s), same format.
+        processing_class (`PreTrainedTokenizerBase`, *optional*):
+            Tokenizer; loaded from the model's path when omitted.
+        callbacks (`list[TrainerCallback]`, *optional*):
+            Extra callbacks.
+        optimizers (`tuple`, *optional*, defaults to `(None, None)`):
+            Optimizer and scheduler (AdamW and the configured schedule when `None`).
+        peft_config (`peft.PeftConfig`, *optional*):
+            LoRA configuration. The KL to the base model is computed with the adapter disabled, so KL needs it.
+
+    Override the hooks `_sample`, `_score`, `_compute_advantages`, `_estimate_logprobs` or `compute_loss` to change
+    one stage of the pipeline (see `examples/custom_trainer.py`).
+    """
+
+    _tag_names = TAGS
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        reward_funcs: RewardFunc | list[RewardFunc],
+        args: DiffusionReinforceConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple = (None, None),
+        peft_config: PeftConfig | None = None,
+    ):
+        # ---- validate everything that needs no compute first ----
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = DiffusionReinforceConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-DiffusionReinforce")
+        elif not isinstance(args, DiffusionReinforceConfig):
+            raise TypeError(f"args must be a DiffusionReinforceConfig, got {type(args).__name__}.")
+        reward_funcs = list(reward_funcs) if isinstance(reward_funcs, list | tuple) else [reward_funcs]
+        if not reward_funcs:
+            raise ValueError("reward_funcs is empty: pass at least one reward function.")
+        for func in reward_funcs:
+            if not callable(func):
+                raise TypeError(f"Every reward function must be callable; got {type(func).__name__}.")
+        weights = args.reward_weights if args.reward_weights is not None else [1.0] * len(reward_funcs)
+        if len(weights) != len(reward_funcs):
+            raise ValueError(
+                f"reward_weights has {len(weights)} entries but there are {len(reward_funcs)} reward functions."
+            )
+        if train_dataset is None:
+            raise ValueError("train_dataset is required (a dataset with a 'prompt' column).")
+        check_prompt_column(train_dataset, "train_dataset")
+        check_prompt_column(eval_dataset, "eval_dataset")
+        fields = ["per_device_train_batch_size"] + (["per_device_eval_batch_size"] if eval_dataset is not None else [])
+        for field in fields:
+            if getattr(args, field) % args.num_generations:
+                raise ValueError(
+                    f"{field}={getattr(args, field)} is not a multiple of num_generations={args.num_generations}: "
+                    "each per-device batch must hold whole groups of generations of the same prompt."
+                )
+        if args.push_to_hub:
+            import huggingface_hub.constants
+
+            if huggingface_hub.constants.HF_HUB_OFFLINE:
+                raise HubPushError("push_to_hub=True but HF_HUB_OFFLINE is set; unset it or use push_to_hub=False.")
+
+        # ---- model, tokenizer, adapter ----
+        if isinstance(model, str):
+            import diffusion_rl  # noqa: F401  (registers LLaDA with the Auto classes)
+
+            model = AutoModelForCausalLM.from_pretrained(model)
+        if getattr(model.config, "mask_token_id", None) is None:
+            raise ValueError(
+                f"{type(model).__name__}.config has no mask_token_id; a masked diffusion model needs one (set "
+                "model.config.mask_token_id to the id of the [MASK] token, 126336 for LLaDA)."
+            )
+        if processing_class is None:
+            processing_class = AutoTokenizer.from_pretrained(model.config._name_or_path)
+        if peft_config is not None:
+            check_lora_targets(model, getattr(peft_config, "target_modules", None))
+            # The adapter's random init depends only on args.seed (same on every rank), without touching the
+            # caller's global RNG.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(args.seed)
+                model = get_peft_model(model, peft_config)
+        is_peft = isinstance(model, PeftModel)
+        has_kl_reward = any(isinstance(f, KLReward) for f in reward_funcs)
+        if args.kl_in == "reward" and args.kl_coef > 0 and not has_kl_reward and is_peft:
+            # The seed's reward R = -(bias + kl_coef * KL): add the KL term unless the user already did.
+            reward_funcs.append(KLReward(coef=args.kl_coef))
+            weights = [*weights, 1.0]
+            has_kl_reward = True
+        elif args.kl_in == "reward" and args.kl_coef > 0 and not has_kl_reward:
+            logger.warning(
+                "kl_coef > 0 is ignored: the KL to the base model needs a LoRA adapter (pass peft_config), or set "
+                "kl_coef=0 to silence this warning."
+            )
+        if not is_peft and (has_kl_reward or (args.kl_in == "loss" and args.kl_coef > 0)):
+            raise ValueError(
+                "KL(policy||base) is computed with the LoRA adapter disabled, so it needs a PEFT model: pass "
+                "peft_config (or a PeftModel), or drop the KL term (kl_coef=0 and no KLReward)."
+            )
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=identity_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        # compute_loss returns a per-micro-batch mean: let Trainer divide it by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+
+        self.reward_funcs = reward_funcs
+        self.reward_weights = torch.tensor(weights, dtype=torch.float32)
+        self.reward_names = [reward_name(f) for f in reward_funcs]
+        config = self.accelerator.unwrap_model(self.model).config
+        self.mask_token_id = config.mask_token_id
+        self.eos_token_id = getattr(config, "eos_token_id", None) or processing_class.eos_token_id
+        self.eot_token_id = getattr(config, "eot_token_id", None)
+        self.pad_token_id = processing_class.pad_token_id
+        if self.args.num_generations > 1 and self.args.temperature == 0 and self.args.remasking != "random":
+            logger.warning(
+                "temperature=0 with low-confidence remasking is deterministic: all num_generations completions of a "
+                "prompt are identical and group baselines give zero advantages. Use temperature > 0."
+            )
+
+        # Per-process RNG streams (sampling; masks of the log-prob estimator), saved with every checkpoint.
+        seed = self.args.sampler_seed if self.args.sampler_seed is not None else self.args.seed
+        rank = self.args.process_index
+        self._sampler_generator = torch.Generator(self.args.device).manual_seed(seed + 7919 * rank)
+        self._logprob_generator = torch.Generator(self.args.device).manual_seed(seed + 7919 * rank + 104729)
+        self._std_generator = torch.Generator(self.args.device).manual_seed(seed + 7919 * rank + 224737)
+
+        # Per-micro-batch metrics and completion rows, averaged / written at each `log` call.
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._completions = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._phase_seconds = 0.0
+
+    # ------------------------------------------------------------------ data
+
+    def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return RepeatSampler(dataset, self.args.num_generations, shuffle=True, seed=self.args.seed)
+
+    def _get_eval_sampler(self, eval_dataset) -> torch.utils.data.Sampler:
+        return RepeatSampler(eval_dataset, self.args.num_generations, shuffle=False)
+
+    def _remove_unused_columns(self, dataset, description: str | None = None):
+        # Every column may be needed by a reward function: keep them all.
+        return dataset
+
+    def _get_collator_with_removed_columns(self, data_collator, description: str | None = None):
+        return data_collator
+
+    # ------------------------------------------------------------------ rollout
+
+    def _prepare_inputs(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Tokenize the prompts, sample completions and decode them (no grad)."""
+        mode = "train" if self.model.training else "eval"
+        device = self.accelerator.device
+        prompts = [row["prompt"] for row in inputs]
+        columns = {key: [row[key] for row in inputs] for key in inputs[0] if key != "prompt"}
+        encoded = tokenize_prompts(self.processing_class, prompts, max_prompt_length=self.args.max_prompt_length)
+        prompt_ids = encoded["input_ids"].to(device)  # (N, P)
+        prompt_mask = encoded["attention_mask"].to(device)  # (N, P)
+
+        with PhaseTimer(device) as timer, torch.no_grad():
+            # Under ZeRO-3 this gathers the sharded weights once per rollout, not once per denoising step.
+            with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as unwrapped:
+                was_training = unwrapped.training
+                unwrapped.eval()
+                try:
+                    out = self._sample(unwrapped, prompt_ids, prompt_mask)
+                finally:
+                    unwrapped.train(was_training)
+        self._phase_seconds = timer.seconds
+        self._metrics[mode]["time/sampling"].append(timer.seconds)
+        if timer.peak_mb is not None:
+            self._metrics[mode]["memory/peak_mb/sampling"].append(timer.peak_mb)
+
+        completion_mask = out.completion_mask.bool()  # (N, G)
+        completions_text = [
+            self.processing_class.decode(ids[mask].tolist(), skip_special_tokens=True)
+            for ids, mask in zip(out.completion_ids, completion_mask)
+        ]
+        if prompts and not isinstance(prompts[0], str):
+            # Conversational prompts get conversational completions, as in TRL.
+            completions = [[{"role": "assistant", "content": text}] for text in completions_text]
+        else:
+            completions = completions_text
+        return {
+            "prompts": prompts,
+            "completions": completions,
+            "completions_text": completions_text,
+            "columns": columns,
+            "prompt_ids": prompt_ids,
+            "prompt_mask": prompt_mask,
+            "completion_ids": out.completion_ids,
+            "completion_mask": completion_mask,
+            "commit_step": out.commit_step,
+        }
+
+    def _sample(self, model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> SamplerOutput:
+        """Sample completions for a left-padded prompt batch `(N, P)` with the (unwrapped) policy, adapter on."""
+        sampler = MaskedDiffusionSampler(
+            model,
+            mask_token_id=self.mask_token_id,
+            steps=self.args.steps,
+            gen_length=self.args.max_completion_length,
+            block_length=self.args.block_length,
+            temperature=self.args.temperature,
+            cfg_scale=self.args.cfg_scale,
+            remasking=self.args.remasking,
+            eos_token_id=self.eos_token_id,
+            eot_token_id=self.eot_token_id,
+            pad_token_id=self.pad_token_id,
+        )
+        return sampler.generate(prompt_ids, attention_mask=prompt_mask, generator=self._sampler_generator)
+
+    # ------------------------------------------------------------------ scoring and maths (overridable hooks)
+
+    def _reference(self):
+        """Context-manager factory under which the model is the frozen base (adapter disabled); `None` without PEFT."""
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        return unwrapped.disable_adapter if isinstance(unwrapped, PeftModel) else None
+
+    def _estimate_logprobs(self, model, batch: RolloutBatch) -> LogProbOutput:
+        """Sequence log-probabilities `(N,)` with grad, per-draw estimates, KL to the base and entropy."""
+        return estimate_logprobs(
+            model,
+            batch,
+            estimator=self.args.logprob_estimator,
+            mask_token_id=self.mask_token_id,
+            generator=self._logprob_generator,
+            num_samples=self.args.logprob_samples,
+            prompt_mask_prob=self.args.prompt_mask_prob,
+            antithetic=self.args.antithetic,
+            reference=self._reference(),
+            kl_estimator=self.args.kl_estimator,
+            # The KL needs a graph only when it is a loss term.
+            kl_requires_grad=self.args.kl_in == "loss",
+            steps=self.args.steps,
+            block_length=self.args.block_length,
+        )
+
+    def _score(self, inputs: dict[str, Any], kl: torch.Tensor | None) -> RewardOutput:
+        """Call the reward functions (TRL signature) on the decoded completions.
+
+        Raises [`RewardError`] (a `ValueError` naming the reward) when one raises or returns NaN/inf.
+        """
+        kwargs = dict(inputs["columns"])
+        kwargs["completion_ids"] = [
+            ids[m].tolist() for ids, m in zip(inputs["completion_ids"], inputs["completion_mask"])
+        ]
+        kwargs["trainer_state"] = self.state
+        kwargs["kl"] = kl
+        return compute_rewards(
+            self.reward_funcs, inputs["prompts"], inputs["completions"], self.reward_weights, **kwargs
+        )
+
+    def _compute_advantages(self, rewards: torch.Tensor) -> torch.Tensor:
+        """Advantages `(N,)` from rewards `(N,)` with the configured baseline (groups are consecutive rows)."""
+        return compute_advantages(rewards, num_generations=self.args.num_generations, baseline=self.args.baseline)
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        """REINFORCE loss of one micro-batch: `-(1/M) sum_i log p_i A_i` (+ `kl_coef * mean(KL)` if `kl_in="loss"`)."""
+        mode = "train" if self.model.training else "eval"
+        device = self.accelerator.device
+        batch = RolloutBatch(
+            prompt_ids=inputs["prompt_ids"],
+            prompt_mask=inputs["prompt_mask"],
+            completion_ids=inputs["completion_ids"],
+            completion_mask=inputs["completion_mask"],
+            commit_step=inputs["commit_step"],
+        )
+        with PhaseTimer(device) as t_logprob:
+            lp = self._estimate_logprobs(model, batch)
+        kl = lp.kl.detach() if lp.kl is not None else None
+        with PhaseTimer(device) as t_reward:
+            scored = self._score(inputs, kl)
+        rewards = scored.total.to(device=device, dtype=torch.float32)  # (N,)
+        advantages = self._compute_advantages(rewards).detach()  # (N,)
+        kl_in_loss = self.args.kl_in == "loss" and lp.kl is not None
+        loss = reinforce_loss(
+            lp.logps,
+            advantages,
+            kl=lp.kl if kl_in_loss else None,
+            kl_coef=self.args.kl_coef if kl_in_loss else 0.0,
+        )
+
+        self._phase_seconds += t_logprob.seconds + t_reward.seconds
+        metrics = self._metrics[mode]
+        metrics["time/logprob"].append(t_logprob.seconds)
+        metrics["time/reward"].append(t_reward.seconds)
+        if t_logprob.peak_mb is not None:
+            metrics["memory/peak_mb/logprob"].append(t_logprob.peak_mb)
+        self._record_metrics(mode, inputs, scored, rewards, advantages, lp)
+        if mode == "train" and self._should_measure_estimator_std():
+            metrics["logprob/estimator_std"].append(self._estimator_std(model, batch))
+        return (loss, {"rewards": rewards, "advantages": advantages, "logps": lp.logps}) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
+        start = time.perf_counter()
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # The backward pass is what remains of the step once the timed phases are taken out.
+        self._metrics["train"]["time/backward"].append(max(time.perf_counter() - start - self._phase_seconds, 0.0))
+        self._metrics["train"]["memory/peak_mb"].append(peak_memory_mb(self.accelerator.device))
+        return loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # ------------------------------------------------------------------ metrics
+
+    def _should_measure_estimator_std(self) -> bool:
+        every = self.args.estimator_variance_every
+        return bool(every) and self.state.global_step % every == 0
+
+    def _estimator_std(self, model, batch: RolloutBatch) -> float:
+        """Std of the log-prob estimator at the configured number of draws (two extra no-grad runs)."""
+        std = logprob_estimator_std(
+            model,
+            batch,
+            generator=self._std_generator,  # its own stream: the training masks do not depend on this metric
+            estimator=self.args.logprob_estimator,
+            mask_token_id=self.mask_token_id,
+            num_samples=self.args.logprob_samples,
+            prompt_mask_prob=self.args.prompt_mask_prob,
+            antithetic=self.args.antithetic,
+            steps=self.args.steps,
+            block_length=self.args.block_length,
+        )
+        return self.accelerator.gather(std.reshape(1).float()).mean().item()
+
+    def _record_metrics(self, mode, inputs, scored: RewardOutput, rewards, advantages, lp: LogProbOutput) -> None:
+        metrics = self._metrics[mode]
+        gather = self.accelerator.gather
+        all_rewards = gather(rewards)  # (N * world,)
+        metrics["reward"].append(all_rewards.mean().item())
+        group = self.args.num_generations
+        if group > 1:
+            # TRL's reward_std: the within-group std, averaged over groups.
+            metrics["reward_std"].append(all_rewards.view(-1, group).std(dim=1).mean().item())
+        else:
+            metrics["reward_std"].append(all_rewards.std().item() if all_rewards.numel() > 1 else 0.0)
+        per_func = gather(scored.per_func.to(rewards.device, torch.float32))  # (N * world, K)
+        for k, name in enumerate(scored.names):
+            column = per_func[:, k]
+            valid = column[~torch.isnan(column)]
+            metrics[f"rewards/{name}/mean"].append(valid.mean().item() if valid.numel() else math.nan)
+            metrics[f"rewards/{name}/std"].append(valid.std().item() if valid.numel() > 1 else math.nan)
+        if lp.kl is not None:
+            metrics["kl"].append(gather(lp.kl.detach().float()).mean().item())
+        if lp.entropy is not None:
+            metrics["entropy"].append(gather(lp.entropy.detach().float()).mean().item())
+        metrics["logprob/mean"].append(gather(lp.logps.detach().float()).mean().item())
+
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        lengths = gather(completion_mask.sum(1).float())
+        metrics["completions/mean_length"].append(lengths.mean().item())
+        metrics["completions/min_length"].append(lengths.min().item())
+        metrics["completions/max_length"].append(lengths.max().item())
+        stops = [t for t in (self.eos_token_id, self.eot_token_id) if t is not None]
+        terminated = torch.isin(completion_ids, torch.tensor(stops, device=completion_ids.device)).any(1)
+        metrics["completions/clipped_ratio"].append(1.0 - gather(terminated.float()).mean().item())
+        # Local lexical rates, averaged over processes (texts are not gathered unless the table is logged).
+        lexical = {k: v for k, v in lexical_metrics(inputs["completions_text"]).items() if isinstance(v, int | float)}
+        if lexical:
+            values = gather(torch.tensor(list(lexical.values()), dtype=torch.float32, device=rewards.device)[None])
+            for key, value in zip(lexical, values.nanmean(0).tolist()):
+                metrics[f"completions/{key}"].append(value)
+        for key, value in self._genbit_metrics().items():
+            metrics[key].append(gather(torch.tensor([value], device=rewards.device)).nanmean().item())
+
+        if self.args.log_completions or self.args.num_completions_to_print:
+            table = self._completions[mode]
+            table["step"] += [self.state.global_step] * len(all_rewards)
+            table["prompt"] += self._gather_objects([str(p) for p in inputs["prompts"]])
+            table["completion"] += self._gather_objects(inputs["completions_text"])
+            for k, name in enumerate(scored.names):
+                table[f"rewards/{name}"] += per_func[:, k].tolist()
+            table["reward"] += all_rewards.tolist()
+            table["advantage"] += gather(advantages).tolist()
+            table["logp"] += gather(lp.logps.detach().float()).tolist()
+            if lp.kl is not None:
+                table["kl"] += gather(lp.kl.detach().float()).tolist()
+
+    def _gather_objects(self, items: list) -> list:
+        if self.accelerator.num_processes == 1:
+            return list(items)
+        from accelerate.utils import gather_object
+
+        return gather_object(items)
+
+    def _genbit_metrics(self) -> dict[str, float]:
+        """GenBit bias of the last scored batch (mean per-text score; corpus score in corpus mode), if scored."""
+        module = sys.modules.get("diffusion_rl.rewards.genbit")
+        if module is None:  # never imported => no GenBitReward instance exists
+            return {}
+        for func in self.reward_funcs:
+            if isinstance(func, module.GenBitReward) and func.last_metrics:
+                scores = [m["genbit_score"] for m in func.last_metrics]
+                out = {"bias/genbit": sum(scores) / len(scores)}
+                if func.last_corpus_metrics is not None:
+                    out["bias/genbit_corpus"] = func.last_corpus_metrics["genbit_score"]
+                return out
+        return {}
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        metrics = {}
+        for key, values in self._metrics[mode].items():
+            valid = [v for v in values if not math.isnan(v)]
+            metrics[key] = sum(valid) / len(valid) if valid else None
+        if mode == "eval":
+            metrics = {f"eval_{key}": value for key, value in metrics.items()}
+        logs.update(metrics)
+        super().log(logs, start_time)
+        self._metrics[mode].clear()
+        table = self._completions[mode]
+        if table and self.accelerator.is_main_process:
+            log_completions_table(self, dict(table), mode)
+        table.clear()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _rng_file(self, directory: str) -> str:
+        return os.path.join(directory, f"diffusion_rng_state_{self.args.process_index}.pth")
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        super()._save_rng_state(output_dir)
+        state = {name: getattr(self, f"_{name}_generator").get_state() for name in ("sampler", "logprob", "std")}
+        torch.save(state, self._rng_file(output_dir))
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        super()._load_rng_state(checkpoint)
+        if checkpoint is None or not os.path.isfile(self._rng_file(checkpoint)):
+            return
+        state = torch.load(self._rng_file(checkpoint), weights_only=True)
+        for name, value in state.items():
+            getattr(self, f"_{name}_generator").set_state(value)
+
+    # ------------------------------------------------------------------ Hub
+
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None, **kwargs):
+        """Write `output_dir/README.md`: PEFT metadata, tags, reward configuration and final metrics."""
+        if self.is_world_process_zero():
+            write_model_card(self, self.args.output_dir, model_name, dataset_name, tags)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            # After PEFT's own README: ours carries the reward configuration and the metrics.
+            write_model_card(self, output_dir if output_dir is not None else self.args.output_dir)
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, **kwargs):
+        """Save the adapter and card locally, then upload; a failed upload raises `HubPushError`, files are kept."""
+        self.save_model(_internal_call=True)
+        self.create_model_card(model_name=kwargs.get("model_name"))
+        try:
+            return super().push_to_hub(commit_message=commit_message, blocking=blocking, **kwargs)
+        except OSError as error:  # offline, unreachable, unauthorised: all OSError subclasses in huggingface_hub
+            raise HubPushError(
+                f"Uploading to the Hub failed ({type(error).__name__}: {error}). The adapter and model card are saved "
+                f"in {self.args.output_dir!r}; fix the connection/credentials (or unset HF_HUB_OFFLINE) and call "
+                "trainer.push_to_hub() again."
+            ) from error
