@@ -1,0 +1,327 @@
+"""Generate completions on a held-out prompt set with the base model and with the adapter, then score them.
+
+Both arms see the same prompts in the same batches with the same sampler seeds (one `torch.Generator` per batch,
+seeded from ``(seed, temperature index, batch index)``), so at temperature 0 the two arms differ only through the
+adapter and at T > 0 they share the Gumbel noise: differences are paired per prompt, which the bootstrap in
+`bootstrap.py` relies on. The base arm is the same PEFT model under `model.disable_adapter()` (no second copy of the
+weights). KL(adapter || base) is measured on the adapter's generated text as the one-step log-prob estimator sees it:
+one forward with the prompt clean and the whole completion masked, adapter on and off, `token_kl` on the valid
+completion positions (so a freshly initialised LoRA gives exactly 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data.chat import tokenize_prompts
+from ..rewards.genbit import GenBitReward
+from ..rewards.kl import token_kl
+from ..sampling.sampler import MaskedDiffusionSampler
+from .metrics import record_metrics, summarize
+
+MAX_TEMPERATURE = 10.0
+
+
+class AdapterMismatchError(ValueError):
+    """The adapter was trained for a different base model (missing target modules or mismatched shapes)."""
+
+
+def load_adapter(model: torch.nn.Module, adapter_path: str | Path, *, adapter_name: str = "default"):
+    """Attach a saved LoRA adapter to `model` for evaluation, checking first that it fits.
+
+    Args:
+        model (`torch.nn.Module`): the base model (e.g. from `load_llada` or `build_tiny_model`).
+        adapter_path (`str` or `Path`): a directory written by `PeftModel.save_pretrained` / the trainer.
+        adapter_name (`str`, *optional*, defaults to `"default"`): name of the adapter inside the PEFT model.
+
+    Returns:
+        `peft.PeftModel` in eval mode.
+
+    Raises:
+        `FileNotFoundError`: no `adapter_config.json` in `adapter_path`.
+        `AdapterMismatchError`: the adapter targets modules the model lacks, or its weight shapes do not match.
+    """
+    from peft import PeftConfig, PeftModel
+
+    adapter_path = Path(adapter_path)
+    if not (adapter_path / "adapter_config.json").is_file():
+        raise FileNotFoundError(
+            f"{adapter_path} has no adapter_config.json; pass the directory the trainer saved the adapter to."
+        )
+    config = PeftConfig.from_pretrained(str(adapter_path))
+    targets = config.target_modules
+    if isinstance(targets, str):  # a regex in PEFT; let PEFT resolve it, shapes are still checked below
+        targets = None
+    module_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = sorted(set(targets or ()) - module_names)
+    if missing:
+        raise AdapterMismatchError(
+            f"adapter {adapter_path} targets modules {missing} that the model does not have "
+            f"(base model of the adapter: {config.base_model_name_or_path!r}); load the matching base model."
+        )
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter_path), adapter_name=adapter_name)
+    except RuntimeError as err:  # torch's "size mismatch for ..." when loading the state dict
+        raise AdapterMismatchError(
+            f"adapter {adapter_path} does not fit this model (base model of the adapter: "
+            f"{config.base_model_name_or_path!r}): {err}"
+        ) from err
+    return peft_model.eval()
+
+
+def _is_peft(model: torch.nn.Module) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def completion_kl(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    mask_token_id: int,
+) -> torch.Tensor:
+    """Per-sample KL(adapter || base) at the completion positions, completion fully masked, prompt clean.
+
+    Args:
+        model (`peft.PeftModel`): a model whose `disable_adapter()` context gives the base model.
+        prompt_ids (`torch.Tensor` of shape `(B, P)`): left-padded prompt ids.
+        prompt_mask (`torch.Tensor` of shape `(B, P)`): attention mask of the prompt.
+        completion_mask (`torch.Tensor` of shape `(B, G)`): which completion positions count (bool).
+        mask_token_id (`int`): id of the mask token.
+
+    Returns:
+        `torch.Tensor` of shape `(B,)` (float32).
+    """
+    if not _is_peft(model):
+        raise TypeError("completion_kl needs a PEFT model (with disable_adapter()); load one with load_adapter().")
+    batch, gen_length = completion_mask.shape
+    masked = torch.full((batch, gen_length), mask_token_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
+    input_ids = torch.cat([prompt_ids, masked], dim=1)  # (B, P+G)
+    attention_mask = torch.cat([prompt_mask, torch.ones_like(masked)], dim=1)
+    # The completion sits at the end of the canvas, so keeping the last G logits is exactly the completion.
+    adapter_logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=gen_length).logits
+    with model.disable_adapter():
+        base_logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=gen_length).logits
+    return token_kl(adapter_logits, base_logits, completion_mask.bool())  # (B,)
+
+
+def _batch_seed(seed: int, temperature_index: int, batch_index: int) -> int:
+    # SeedSequence mixes the three numbers so neighbouring batches/temperatures get unrelated streams.
+    return int(np.random.SeedSequence([seed, temperature_index, batch_index]).generate_state(1)[0])
+
+
+def _validate_temperatures(temperatures: Sequence[float]) -> list[float]:
+    temps = [float(t) for t in temperatures]
+    if not temps:
+        raise ValueError("temperatures is empty; pass at least one, e.g. (0.0,).")
+    for t in temps:
+        if math.isnan(t) or not 0.0 <= t <= MAX_TEMPERATURE:
+            raise ValueError(f"temperature {t} is out of range; use values in [0, {MAX_TEMPERATURE}] (0 = greedy).")
+    if len(set(temps)) != len(temps):
+        raise ValueError(f"temperatures {temps} contain duplicates; list each temperature once.")
+    return temps
+
+
+def _prompt_text(prompt: str | list[dict]) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return next((m["content"] for m in reversed(prompt) if m.get("role") == "user"), str(prompt))
+
+
+def _decode(tokenizer, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> list[str]:
+    return [
+        tokenizer.decode(ids[mask].tolist(), skip_special_tokens=True).strip()
+        for ids, mask in zip(completion_ids, completion_mask.bool())
+    ]
+
+
+@dataclass
+class EvalResult:
+    """Generations and metrics of one evaluation run.
+
+    Args:
+        records (`pd.DataFrame`): one row per (temperature, variant, prompt): the prompt, the completion and every
+            per-text metric (see `metrics.record_metrics`).
+        metrics (`pd.DataFrame`): one row per (temperature, variant, question_type) with the aggregated metrics
+            (see `metrics.summarize`).
+        notes (`list[str]`): metrics that were skipped and why (e.g. no choice metadata).
+        config (`dict`): the settings used (temperatures, sampler settings, seed, batch size).
+    """
+
+    records: pd.DataFrame
+    metrics: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def variant(self, name: str) -> pd.DataFrame:
+        """The records of one arm (`"base"`, `"adapter"` or `"model"`)."""
+        if name not in set(self.records["variant"]):
+            raise ValueError(f"no records for variant {name!r}; available: {sorted(set(self.records['variant']))}.")
+        return self.records[self.records["variant"] == name].reset_index(drop=True)
+
+    def save(self, output_dir: str | Path) -> Path:
+        """Write `records.jsonl`, `metrics.csv` and `eval_config.json` (with the notes) into `output_dir`."""
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self.records.to_json(output_dir / "records.jsonl", orient="records", lines=True)
+        self.metrics.to_csv(output_dir / "metrics.csv", index=False)
+        (output_dir / "eval_config.json").write_text(json.dumps({**self.config, "notes": self.notes}, indent=2))
+        return output_dir
+
+
+def _generate_batch(
+    sampler: MaskedDiffusionSampler,
+    tokenizer,
+    encoded: Mapping[str, torch.Tensor],
+    variant: str,
+    generator: torch.Generator,
+) -> tuple[list[str], list[int], torch.Tensor]:
+    """Sample one batch with one arm; returns texts, completion lengths (tokens, incl. EOS) and per-sample KL."""
+    model = sampler.model
+    input_ids = encoded["input_ids"].to(generator.device)
+    attention_mask = encoded["attention_mask"].to(generator.device)
+    with model.disable_adapter() if variant == "base" else contextlib.nullcontext():
+        out = sampler.generate(input_ids, attention_mask=attention_mask, generator=generator)
+    texts = _decode(tokenizer, out.completion_ids, out.completion_mask)
+    if variant == "adapter":
+        kl = completion_kl(model, input_ids, attention_mask, out.completion_mask, mask_token_id=sampler.mask_token_id)
+    else:  # KL(base || base) is exactly 0; the plain "model" arm has no reference to compare with
+        kl = torch.zeros(len(texts)) if variant == "base" else torch.full((len(texts),), float("nan"))
+    return texts, out.completion_mask.sum(dim=1).tolist(), kl
+
+
+def _iter_batches(n: int, batch_size: int) -> Iterator[tuple[int, slice]]:
+    for batch_index, start in enumerate(range(0, n, batch_size)):
+        yield batch_index, slice(start, min(start + batch_size, n))
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    tokenizer,
+    dataset: Sequence[Mapping] | Any,
+    *,
+    temperatures: Sequence[float] = (0.0,),
+    sampler_kwargs: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    compare_base: bool = True,
+    max_prompt_length: int | None = None,
+    genbit_kwargs: Mapping[str, Any] | None = None,
+) -> EvalResult:
+    """Generate on `dataset` at each temperature with the adapter (and the base model) and compute the metrics.
+
+    Args:
+        model (`torch.nn.Module`): a PEFT model (adapter on/off gives the two arms) or a plain model (one arm,
+            reported as variant `"model"`; then `compare_base` must be `False`).
+        tokenizer: the model's tokenizer with a chat template.
+        dataset (`datasets.Dataset` or `Sequence[Mapping]`): rows with a `prompt` (string or chat messages) and
+            optionally the MCQ metadata (`question_type`, `question_options`, `neutral_option_indices`,
+            `gold_option_index`, `stereotyped_option_index`, `context_condition`).
+        temperatures (`Sequence[float]`, *optional*, defaults to `(0.0,)`): sampling temperatures, each in
+            [0, 10].
+        sampler_kwargs (`Mapping`, *optional*): settings for `MaskedDiffusionSampler` (`steps`, `gen_length`,
+            `block_length`, `remasking`, `cfg_scale`, ...); the temperature comes from `temperatures`.
+        seed (`int`, *optional*, defaults to `0`): base seed of the per-batch sampler generators.
+        batch_size (`int`, *optional*, defaults to `8`): prompts per sampler call.
+        compare_base (`bool`, *optional*, defaults to `True`): also generate with the adapter disabled.
+        max_prompt_length (`int`, *optional*): passed to `tokenize_prompts` (longer prompts raise).
+        genbit_kwargs (`Mapping`, *optional*): options for `GenBitReward` (e.g. `lemmatizer`).
+
+    Returns:
+        `EvalResult`.
+    """
+    rows = [dict(r) for r in dataset]
+    if not rows:
+        raise ValueError("the evaluation set is empty; pass at least one prompt.")
+    if any("prompt" not in r for r in rows):
+        raise ValueError("every evaluation row needs a 'prompt' column (string or chat messages).")
+    temps = _validate_temperatures(temperatures)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    peft = _is_peft(model)
+    if compare_base and not peft:
+        raise ValueError(
+            "compare_base=True needs a PEFT model so the base arm is the adapter disabled; wrap the model with "
+            "load_adapter(model, path) or pass compare_base=False."
+        )
+    sampler_kwargs = dict(sampler_kwargs or {})
+    if "temperature" in sampler_kwargs:
+        raise ValueError("pass temperatures through `temperatures`, not sampler_kwargs['temperature'].")
+    mask_token_id = sampler_kwargs.pop("mask_token_id", None) or getattr(model.config, "mask_token_id", None)
+    if mask_token_id is None:
+        raise ValueError("the model config has no mask_token_id; pass sampler_kwargs={'mask_token_id': ...}.")
+    variants = ["base", "adapter"] if compare_base else (["adapter"] if peft else ["model"])
+    genbit = GenBitReward(**dict(genbit_kwargs or {}))  # before any generation: bad options fail fast
+
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    # Tokenised per batch (not padded to the longest prompt of the whole set) and once for all temperatures/arms.
+    batches = [
+        (
+            batch_index,
+            sl,
+            tokenize_prompts(tokenizer, [r["prompt"] for r in rows[sl]], max_prompt_length=max_prompt_length),
+        )
+        for batch_index, sl in _iter_batches(len(rows), batch_size)
+    ]
+    out_rows: list[dict[str, Any]] = []
+    for t_index, temperature in enumerate(temps):
+        sampler = MaskedDiffusionSampler(model, mask_token_id=mask_token_id, temperature=temperature, **sampler_kwargs)
+        for variant in variants:
+            for batch_index, sl, encoded in batches:
+                generator = torch.Generator(device=device).manual_seed(_batch_seed(seed, t_index, batch_index))
+                texts, lengths, kl = _generate_batch(sampler, tokenizer, encoded, variant, generator)
+                for offset, (text, length) in enumerate(zip(texts, lengths)):
+                    row = rows[sl.start + offset]
+                    out_rows.append(
+                        {
+                            "index": sl.start + offset,
+                            "id": row.get("id", sl.start + offset),
+                            "question_type": _question_type(row),
+                            "temperature": temperature,
+                            "variant": variant,
+                            "prompt": _prompt_text(row["prompt"]),
+                            "completion": text,
+                            "length": length,
+                            "kl": float(kl[offset]),
+                        }
+                    )
+    if was_training:
+        model.train()
+    records = pd.DataFrame(out_rows)
+    per_text, notes = record_metrics(records, rows, genbit=genbit)
+    records = pd.concat([records, per_text], axis=1)
+    metrics = summarize(records, rows, genbit=genbit)
+    config = {
+        "temperatures": temps,
+        "sampler_kwargs": {**sampler_kwargs, "mask_token_id": int(mask_token_id)},
+        "seed": seed,
+        "batch_size": batch_size,
+        "variants": variants,
+        "num_prompts": len(rows),
+    }
+    return EvalResult(records=records, metrics=metrics, notes=notes, config=config)
+
+
+def _question_type(row: Mapping) -> str:
+    qtype = row.get("question_type")
+    if qtype:
+        return str(qtype)
+    return "multiple_choice" if row.get("question_options") else "free_text"

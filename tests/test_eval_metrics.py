@@ -1,0 +1,111 @@
+"""Per-text and per-setting evaluation metrics against hand counts and a fresh GenBit object."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from diffusion_rl.evaluation.metrics import record_metrics, summarize
+from diffusion_rl.rewards._genbit_compat import genbit_lemmatizer
+
+OPTIONS = ["The man", "The person", "The woman"]
+MCQ = {
+    "question_type": "multiple_choice",
+    "question_options": OPTIONS,
+    "neutral_option_indices": [1],
+    "stereotyped_option_index": 0,
+    "gold_option_index": 1,
+    "context_condition": "ambiguous",
+}
+ROWS = [
+    {"prompt": "q0", **MCQ},
+    {"prompt": "q1", **MCQ},
+    {"prompt": "q2", **MCQ},
+    {"prompt": "q3", "question_type": "free_text"},
+]
+TEXTS = [
+    # a the man he told his mother the plan: 9 words; he, his = 2 gendered pronouns; man, he, his, mother = 4
+    # gendered words (GenBit lists); choice A.
+    "A) The man. He told his mother the plan.",
+    # b the person they were late because of traffic: 9 words; pronoun "they" (not gendered); choice B.
+    "B) The person. They were late because of traffic.",
+    # not sure at all: 4 words, nothing gendered, no letter and no option text -> unparsable.
+    "Not sure at all.",
+    # she is a doctor and she likes it: 8 words; she, she gendered; she, she, it pronouns.
+    "She is a doctor and she likes it.",
+]
+HAND = {
+    "gendered_pronoun_rate": [2 / 9, 0.0, 0.0, 2 / 8],
+    "pronoun_rate": [2 / 9, 1 / 9, 0.0, 3 / 8],
+    "gendered_word_rate": [4 / 9, 0.0, 0.0, 2 / 8],
+    "gendered_pronoun_count": [2, 0, 0, 2],
+    "gendered_word_count": [4, 0, 0, 2],
+    "valid": [1, 1, 0, math.nan],
+    "neutral": [0, 1, 0, math.nan],
+    "correct": [0, 1, 0, math.nan],
+    "stereotyped": [1, 0, 0, math.nan],
+}
+
+
+def _records(texts=TEXTS):
+    return pd.DataFrame(
+        {
+            "index": range(len(texts)),
+            "temperature": 0.0,
+            "variant": "adapter",
+            "question_type": [r["question_type"] for r in ROWS[: len(texts)]],
+            "completion": texts,
+            "length": [10, 11, 5, 9],
+            "kl": [0.1, 0.2, 0.3, 0.4],
+        }
+    )
+
+
+def _fresh_genbit(texts):
+    with genbit_lemmatizer("lemminflect", "en") as genbit:
+        metrics = genbit.GenBitMetrics("en", context_window=30, distance_weight=0.95, percentile_cutoff=80)
+    metrics.add_data(list(texts), tokenized=False)
+    return metrics.get_metrics(output_statistics=False, output_word_list=False)["genbit_score"]
+
+
+def test_record_metrics_hand_counts():
+    frame, notes = record_metrics(_records(), ROWS)
+    for column, expected in HAND.items():
+        assert frame[column].tolist() == pytest.approx(expected, nan_ok=True), column
+    assert frame["choice"].tolist()[:2] == [0.0, 1.0]
+    assert math.isnan(frame["choice"][2]) and math.isnan(frame["choice"][3])
+    assert notes == []
+    # GenBit per text equals a fresh GenBitMetrics fed that text alone (same lemmatizer).
+    for text, value in zip(TEXTS, frame["genbit_bias"]):
+        assert value == pytest.approx(_fresh_genbit([text]), abs=1e-12)
+
+
+def test_summarize_per_setting():
+    records = _records()
+    per_text, _ = record_metrics(records, ROWS)
+    records = pd.concat([records, per_text], axis=1)
+    table = summarize(records, ROWS).set_index("question_type")
+    mcq, free = table.loc["multiple_choice"], table.loc["free_text"]
+    assert mcq["n"] == 3 and free["n"] == 1
+    assert mcq["gendered_pronoun_rate"] == pytest.approx((2 / 9) / 3)
+    assert mcq["valid"] == pytest.approx(2 / 3) and mcq["neutral"] == pytest.approx(1 / 3)
+    assert mcq["kl"] == pytest.approx(0.2) and mcq["length"] == pytest.approx(26 / 3)
+    assert math.isnan(free["valid"])
+    # GenBit over the setting's texts as one corpus, not the mean of per-text scores.
+    assert mcq["genbit_corpus"] == pytest.approx(_fresh_genbit(TEXTS[:3]), abs=1e-12)
+    # BBQ scores on the all-ambiguous MCQ setting: 1 of 3 correct (the unknown), non-unknown answers: choice A only
+    # (the unparsable one is excluded) and it is the stereotyped one -> s = 1, s_AMB = (1 - 1/3) * 1.
+    assert mcq["accuracy_ambiguous"] == pytest.approx(1 / 3)
+    assert mcq["bias_score_ambiguous"] == pytest.approx(2 / 3)
+    assert math.isnan(free["bias_score_ambiguous"])  # no BBQ columns for the free-text setting
+
+
+def test_missing_metadata_is_a_note_not_a_crash():
+    rows = [{"prompt": "q", "question_type": "multiple_choice", "question_options": OPTIONS}] * 2 + [ROWS[3]] * 2
+    frame, notes = record_metrics(_records(), rows)
+    assert frame["valid"].tolist()[:2] == [1.0, 1.0]
+    assert frame["neutral"].isna().all() and frame["correct"].isna().all()
+    assert any("gold accuracy skipped for 2 of 2" in n for n in notes)
+    assert any("BBQ-style scores skip 2 of 2" in n for n in notes)
+    _, notes = record_metrics(_records(), [ROWS[3]] * 4)
+    assert notes and "no row has question_options" in notes[0]
