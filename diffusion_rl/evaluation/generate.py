@@ -184,6 +184,21 @@ class EvalResult:
         (output_dir / "eval_config.json").write_text(json.dumps({**self.config, "notes": self.notes}, indent=2))
         return output_dir
 
+    @classmethod
+    def load(cls, output_dir: str | Path) -> EvalResult:
+        """Read back what `save` wrote (e.g. to re-render a report without generating again)."""
+        output_dir = Path(output_dir)
+        missing = [n for n in ("records.jsonl", "metrics.csv", "eval_config.json") if not (output_dir / n).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{str(output_dir)!r} is not a saved evaluation (missing {', '.join(missing)}); pass the folder "
+                "written by `EvalResult.save` / `diffusion-rl evaluate`."
+            )
+        config = json.loads((output_dir / "eval_config.json").read_text())
+        notes = config.pop("notes", [])
+        records = pd.read_json(output_dir / "records.jsonl", orient="records", lines=True)
+        return cls(records=records, metrics=pd.read_csv(output_dir / "metrics.csv"), notes=notes, config=config)
+
 
 def _generate_batch(
     sampler: MaskedDiffusionSampler,

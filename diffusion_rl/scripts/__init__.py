@@ -1,0 +1,1 @@
+"""Runnable jobs behind `examples/` and the `diffusion-rl` command line."""

@@ -1,0 +1,132 @@
+"""The main job (examples/train_llada_bias.py = diffusion_rl.scripts.train_bias) and the `diffusion-rl` CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from diffusion_rl.cli import main as cli_main
+from diffusion_rl.scripts import train_bias
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_RUN = ["--steps", "8", "--max_completion_length", "16", "--block_length", "8", "--eval_batch_size", "8"]
+
+
+@pytest.fixture(scope="module")
+def tiny_job(tiny_model_dir, tmp_path_factory):
+    """Two training steps of the main job on the random tiny model, with the before/after evaluation."""
+    out = tmp_path_factory.mktemp("job")
+    argv = ["--model_name_or_path", str(tiny_model_dir), "--config", "tiny_cpu.yaml", "--output_dir", str(out)]
+    argv += ["--max_steps", "2", "--train_size", "16", "--eval_size", "8", *TINY_RUN]
+    report = train_bias.main(argv)
+    return out, report
+
+
+def test_defaults_are_the_tiny_recipe_and_a_model_id_selects_the_paper_recipe():
+    script, config, model = train_bias.parse_args([])
+    assert model.model_name_or_path is None and config.output_dir == "outputs/tiny-debias"
+    assert (config.baseline, config.num_generations, config.max_steps) == ("rloo", 4, 60)
+    script, config, model = train_bias.parse_args(["--model_name_or_path", "GSAI-ML/LLaDA-8B-Instruct", "--bf16", "0"])
+    assert (config.steps, config.block_length, config.max_completion_length) == (128, 32, 128)
+    assert (config.baseline, config.kl_coef, config.learning_rate) == ("none", 0.1, 2e-5)
+    assert model.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def test_command_line_overrides_the_recipe():
+    _, config, _ = train_bias.parse_args(["--max_steps", "3", "--temperature", "0.5"])
+    assert (config.max_steps, config.temperature) == (3, 0.5)
+
+
+def test_every_packaged_recipe_parses():
+    for recipe in sorted(train_bias.RECIPES_DIR.glob("*.yaml")):
+        script, config, model = train_bias.parse_args(["--config", str(recipe), "--bf16", "false"])
+        assert config.max_completion_length % config.block_length == 0, recipe.name
+    assert (ROOT / "examples" / "recipes" / "paper.yaml").is_file()  # the examples/ path users read about
+
+
+def test_unknown_recipe_is_a_clear_error():
+    with pytest.raises(FileNotFoundError, match="recipe 'nope.yaml' not found.*tiny_cpu.yaml"):
+        train_bias.parse_args(["--config", "nope.yaml"])
+
+
+def test_unwritable_output_dir_fails_before_any_model_is_built(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output_dir check")
+
+    monkeypatch.setattr(train_bias, "load_model_and_tokenizer", must_not_load)
+    with pytest.raises(PermissionError, match="output_dir .* is not writable"):
+        train_bias.main(["--output_dir", str(blocker / "out")])
+    assert blocker.read_text() == "not a directory"
+
+
+def test_unknown_reward_is_rejected_before_loading(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_bias, "load_model_and_tokenizer", lambda *a: pytest.fail("loaded"))
+    with pytest.raises(ValueError, match="unknown reward.*'fairness'"):
+        train_bias.main(["--output_dir", str(tmp_path), "--rewards", "genbit", "fairness"])
+
+
+def test_offline_hub_id_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    argv = ["--model_name_or_path", "someone/not-cached-llada", "--bf16", "false", "--output_dir", str(tmp_path)]
+    with pytest.raises(FileNotFoundError, match="(?s)cannot download 'someone/not-cached-llada'.*pass a local path"):
+        train_bias.main(argv)
+
+
+def test_main_job_trains_saves_and_reports(tiny_job):
+    out, report = tiny_job
+    assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["train_size"] == 16 and saved["eval_size"] == 8
+    rows = {r["metric"]: r for r in saved["before_after"]}
+    for label in ("gendered-pronoun rate", "GenBit |bias| per text", "KL(adapter || base)", "answer validity"):
+        assert label in rows
+        assert rows[label]["change"] == pytest.approx(rows[label]["after"] - rows[label]["before"])
+    assert rows["KL(adapter || base)"]["before"] == 0.0  # the base arm is the adapter disabled
+    assert rows["KL(adapter || base)"]["after"] > 0.0  # two AdamW steps moved the LoRA weights
+    text = (out / "report.md").read_text()
+    assert "before vs after" in text and "Limitations" in text
+    assert report == saved
+
+
+def test_cli_generate_evaluate_and_report(tiny_job, tiny_model_dir, tmp_path, capsys):
+    out, _ = tiny_job
+    sampler = ["--steps", "8", "--gen_length", "16", "--block_length", "8"]
+    cli_main(
+        ["generate", "--model", str(tiny_model_dir), "--adapter", str(out), "--prompt", "Who is the nurse?", *sampler]
+    )
+    assert "### Who is the nurse?" in capsys.readouterr().out
+    eval_dir = tmp_path / "eval"
+    argv = ["evaluate", "--model", str(tiny_model_dir), "--adapter", str(out), "--num_prompts", "4", *sampler]
+    cli_main([*argv, "--output_dir", str(eval_dir), "--temperatures", "0", "1"])
+    assert (eval_dir / "report.md").is_file() and (eval_dir / "records.jsonl").is_file()
+    (eval_dir / "report.md").unlink()
+    cli_main(["report", "--eval_dir", str(eval_dir)])
+    assert (eval_dir / "report.md").is_file()
+
+
+def test_cli_report_on_a_folder_that_is_not_an_evaluation(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a saved evaluation"):
+        cli_main(["report", "--eval_dir", str(tmp_path)])
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("config", ["cpu_ddp.yaml", "cpu_zero2.yaml", "cpu_zero3.yaml"])
+def test_example_launches_with_each_cpu_accelerate_config(config, tiny_model_dir, tmp_path):
+    if "zero" in config:
+        pytest.importorskip("deepspeed")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
+    cmd += [str(ROOT / "examples" / "accelerate_configs" / config), str(ROOT / "examples" / "train_llada_bias.py")]
+    cmd += ["--model_name_or_path", str(tiny_model_dir), "--config", "tiny_cpu.yaml", "--output_dir", str(tmp_path)]
+    cmd += ["--max_steps", "2", "--train_size", "16", "--eval_size", "4", "--ddp_backend", "gloo", *TINY_RUN]
+    cmd += ["--use_cpu", "false" if "zero" in config else "true"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / "adapter_model.safetensors").is_file() and (tmp_path / "report.json").is_file()
