@@ -1,8 +1,8 @@
 """diffusion_rl: reinforcement-learning fine-tuning of masked diffusion language models on the Hugging Face stack.
 
 Importing the package registers the native LLaDA model with the transformers ``Auto*`` classes (cheap), while the
-heavier parts (trainer, rewards with GenBit, data generator) are imported lazily on first attribute access so that
-``import diffusion_rl`` stays fast.
+heavier parts (trainer, rewards with GenBit, data generator, evaluation) are imported on first attribute access so
+that ``import diffusion_rl`` stays fast.
 """
 
 import importlib
@@ -18,19 +18,53 @@ _LAZY = {
     "SamplerOutput": ".sampling.sampler",
     "build_tiny_model": ".models.tiny",
     "build_tiny_tokenizer": ".models.tiny",
+    "load_default_model": ".models.default",
     "GenBitReward": ".rewards.genbit",
     "KLReward": ".rewards.kl",
     "NeutralChoiceReward": ".rewards.choice",
+    "RewardError": ".rewards.base",
     "DiffusionReinforceConfig": ".config",
     "DiffusionReinforceTrainer": ".trainer",
+    "HubPushError": ".trainer",
+    "RolloutBatch": ".logprobs",
+    "estimate_logprobs": ".logprobs",
+    "compute_advantages": ".advantages",
+    "reinforce_loss": ".losses",
+    "generate_mcq_dataset": ".data",
+    "load_synthetic_subset": ".data",
+    "load_prompt_dataset": ".data",
+    "load_bbq_gender": ".data",
+    "tokenize_prompts": ".data",
+    "evaluate_model": ".evaluation",
 }
 
 __all__ = [
+    "DiffusionReinforceConfig",
+    "DiffusionReinforceTrainer",
+    "GenBitReward",
+    "HubPushError",
+    "KLReward",
     "LladaConfig",
     "LladaForMaskedDiffusion",
+    "MaskedDiffusionSampler",
+    "NeutralChoiceReward",
+    "RewardError",
+    "RolloutBatch",
+    "SamplerOutput",
+    "build_tiny_model",
+    "build_tiny_tokenizer",
+    "compute_advantages",
     "convert_to_official",
+    "estimate_logprobs",
+    "evaluate_model",
+    "generate_mcq_dataset",
+    "load_bbq_gender",
+    "load_default_model",
     "load_llada",
-    *_LAZY,
+    "load_prompt_dataset",
+    "load_synthetic_subset",
+    "reinforce_loss",
+    "tokenize_prompts",
 ]
 
 
@@ -41,11 +75,28 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
 if TYPE_CHECKING:  # for IDEs and type checkers
+    from .advantages import compute_advantages
     from .config import DiffusionReinforceConfig
+    from .data import (
+        generate_mcq_dataset,
+        load_bbq_gender,
+        load_prompt_dataset,
+        load_synthetic_subset,
+        tokenize_prompts,
+    )
+    from .evaluation import evaluate_model
+    from .logprobs import RolloutBatch, estimate_logprobs
+    from .losses import reinforce_loss
+    from .models.default import load_default_model
     from .models.tiny import build_tiny_model, build_tiny_tokenizer
+    from .rewards.base import RewardError
     from .rewards.choice import NeutralChoiceReward
     from .rewards.genbit import GenBitReward
     from .rewards.kl import KLReward
     from .sampling.sampler import MaskedDiffusionSampler, SamplerOutput
-    from .trainer import DiffusionReinforceTrainer
+    from .trainer import DiffusionReinforceTrainer, HubPushError
