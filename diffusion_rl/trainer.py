@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import time
 from collections import defaultdict
@@ -32,6 +33,7 @@ from typing import Any
 import torch
 from peft import PeftConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import logging
 from trl.models import unwrap_model_for_generation
 
@@ -48,11 +50,13 @@ from .sampling.sampler import MaskedDiffusionSampler, SamplerOutput
 from .trainer_utils import (
     PhaseTimer,
     RepeatSampler,
+    SigtermCheckpointCallback,
     check_lora_targets,
     check_prompt_column,
     identity_collator,
     log_completions_table,
     peak_memory_mb,
+    replace_directory,
 )
 
 logger = logging.get_logger(__name__)
@@ -92,9 +96,16 @@ class DiffusionReinforceTrainer(Trainer):
 
     Override the hooks `_sample`, `_score`, `_compute_advantages`, `_estimate_logprobs` or `compute_loss` to change
     one stage of the pipeline (see `examples/custom_trainer.py`).
+
+    Crash safety: a checkpoint is written to `output_dir/.tmp-checkpoint-N/` and renamed to `checkpoint-N` only once
+    complete, so a process killed mid-save leaves no half-written `checkpoint-N` and `resume_from_checkpoint=True`
+    picks the previous complete one. During `train()`, SIGTERM makes the trainer finish the current step, save a
+    checkpoint and stop, then the signal is delivered as before (the process exits); see docs/errors.md.
     """
 
     _tag_names = TAGS
+    # Set while a checkpoint is being written: the staging folder (inside output_dir) that Trainer writes into.
+    _checkpoint_staging: str | None = None
 
     def __init__(
         self,
@@ -218,6 +229,13 @@ class DiffusionReinforceTrainer(Trainer):
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._completions = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._phase_seconds = 0.0
+        self._sigterm = SigtermCheckpointCallback(self.accelerator)
+        self.add_callback(self._sigterm)
+
+    def train(self, *args, **kwargs):
+        """`Trainer.train`; on SIGTERM it saves a checkpoint at the end of the current step, stops, then exits."""
+        with self._sigterm.installed():
+            return super().train(*args, **kwargs)
 
     # ------------------------------------------------------------------ data
 
@@ -509,6 +527,46 @@ class DiffusionReinforceTrainer(Trainer):
         table.clear()
 
     # ------------------------------------------------------------------ checkpoints
+
+    def _get_output_dir(self, trial) -> str:
+        run_dir = super()._get_output_dir(trial)
+        # While saving, Trainer's `<run_dir>/checkpoint-N` resolves to `<run_dir>/.tmp-checkpoint-N/checkpoint-N`.
+        return run_dir if self._checkpoint_staging is None else os.path.join(run_dir, self._checkpoint_staging)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Write the checkpoint into a staging folder and rename it to `checkpoint-N` only once every file is there.
+
+        Trainer writes `checkpoint-N` in place, so a process killed mid-save left a folder without (say)
+        `trainer_state.json` that `resume_from_checkpoint=True` would pick and fail on.
+        """
+        run_dir = self._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging_root = os.path.join(run_dir, f".tmp-{name}")
+        staged, final = os.path.join(staging_root, name), os.path.join(run_dir, name)
+        if self.args.should_save and os.path.exists(staging_root):
+            shutil.rmtree(staging_root)  # left by a save that was killed: start clean
+        self.accelerator.wait_for_everyone()
+        self._checkpoint_staging = os.path.basename(staging_root)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._checkpoint_staging = None
+        if self.state.best_model_checkpoint == staged:
+            self.state.best_model_checkpoint = final
+            if self.args.should_save:  # the state file inside must name the final folder
+                self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
+        self.accelerator.wait_for_everyone()  # every rank has written its files (RNG states, ZeRO shards)
+        if self.args.should_save:
+            replace_directory(staged, final)
+            os.rmdir(staging_root)
+            # Trainer rotated inside the staging folder; rotate among the real checkpoints.
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
+        self.accelerator.wait_for_everyone()
 
     def _rng_file(self, directory: str) -> str:
         return os.path.join(directory, f"diffusion_rng_state_{self.args.process_index}.pth")

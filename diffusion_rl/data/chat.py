@@ -21,6 +21,8 @@ Message = Mapping[str, Any]
 
 def _as_messages(prompt: str | Sequence[Message], index: int, system_prompt: str | None) -> list[dict[str, Any]]:
     if isinstance(prompt, str):
+        if not prompt.strip():
+            raise ValueError(f"prompt {index} is empty; remove the row or give it text.")
         messages = [{"role": "user", "content": prompt}]
     elif isinstance(prompt, Sequence) and prompt and all(isinstance(m, Mapping) for m in prompt):
         messages = []
