@@ -1,11 +1,14 @@
 """Benchmark MaskedDiffusionSampler: exact vs the plain upstream re-implementation, fast modes vs exact.
 
-    python benchmarks/bench_sampler.py [--quick] [--model DIR] [--threads N]
+    python benchmarks/bench_sampler.py [--quick] [--model default|DIR] [--prompts fixed|mcq] [--threads N]
 
-Everything is measured in the same run, on CPU. Tokens/s is generated tokens (batch x gen_length) per wall second
-(median of the timed repeats); peak memory is the peak of torch.profiler's CPU allocation timeline during one
-``generate`` (model weights excluded); agreement is the fraction of generated tokens equal to the exact sampler's at
-temperature 0. Timings are printed, never asserted.
+Everything is measured in the same run, on CPU. Tokens/s is generated tokens (batch x gen_length) per second of this
+thread's CPU time (median of the timed repeats; with 1 torch thread that is the wall time of an idle machine, and
+other jobs on a shared machine do not inflate it); peak memory is the peak of torch.profiler's CPU allocation
+timeline during one ``generate`` (model weights excluded); agreement is the fraction of generated tokens equal to the
+exact sampler's at temperature 0; with ``--prompts mcq`` (held-out synthetic multiple-choice questions, the default
+with ``--model default``), choice agreement is the fraction of prompts whose parsed answer (``parse_choice``) equals
+the exact sampler's. Timings are printed, never asserted.
 
 By default the model is the embedded tiny LLaDA with random weights drawn large (std ``--init-std``) and its output
 layer scaled by ``--sharpen``, so that its confidences spread over (0, 1) as a trained model's do (with the tiny
@@ -56,14 +59,39 @@ def peak_memory_mb(fn) -> float:
 
 
 def timed(fn, repeats: int, warmup: bool) -> tuple[float, object]:
+    """Median CPU seconds of this thread over `repeats` calls of `fn`, and its last result."""
     if warmup:
         fn()
     times, result = [], None
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.thread_time()
         result = fn()
-        times.append(time.perf_counter() - start)
+        times.append(time.thread_time() - start)
     return statistics.median(times), result
+
+
+def prompt_batch(kind: str, batch: int) -> tuple[list[list[dict]], list[list[str]] | None]:
+    """Chat messages of `batch` prompts and, for MCQ prompts, their answer options."""
+    if kind == "fixed":
+        return [[{"role": "user", "content": p}] for p in PROMPTS[:batch]], None
+    from diffusion_rl.data import generate_mcq_dataset
+
+    rows = generate_mcq_dataset(batch, seed=0, split="test")  # held out from the default model's SFT data
+    return [[{"role": "user", "content": p}] for p in rows["prompt"]], rows["question_options"]
+
+
+def choice_agreement(tokenizer, out, reference, options: list[list[str]]) -> float:
+    """Fraction of prompts whose parsed answer (option index or None) equals the reference's."""
+    from diffusion_rl.rewards.choice import parse_choice
+
+    def choices(result):
+        texts = [
+            tokenizer.decode(ids[mask], skip_special_tokens=True)
+            for ids, mask in zip(result.completion_ids, result.completion_mask)
+        ]
+        return [parse_choice(text, opts) for text, opts in zip(texts, options)]
+
+    return statistics.mean(a == b for a, b in zip(choices(out), choices(reference)))
 
 
 def count_forwards(model, fn) -> int:
@@ -89,6 +117,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sharpen", type=float, default=2.0, help="output-layer scale of the default random model")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--threshold", type=float, default=0.9)
+    parser.add_argument("--gen-length", type=int, default=128)
+    parser.add_argument("--block-length", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument(
+        "--prompts",
+        choices=("fixed", "mcq"),
+        default=None,
+        help="4 fixed open prompts, or held-out MCQ prompts (default: mcq for --model default, else fixed)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -113,17 +150,27 @@ def main(argv: list[str] | None = None) -> None:
                     param.copy_(torch.randn(param.shape, generator=generator) * args.init_std)
             model.lm_head.weight.mul_(args.sharpen)
         name = f"tiny LLaDA (random N(0, {args.init_std}^2) weights, 2x64, lm_head x{args.sharpen})"
-    gen_length, block_length, repeats, batch = (32, 16, 1, 2) if args.quick else (128, 32, 3, 4)
+    if args.quick:
+        gen_length, block_length, repeats, batch = 32, 16, 1, 2
+    else:
+        gen_length, block_length, repeats, batch = args.gen_length, args.block_length, 3, args.batch
+    if args.prompts is None:
+        args.prompts = "mcq" if args.model == "default" else "fixed"
+    if args.prompts == "fixed" and batch > len(PROMPTS):
+        raise ValueError(f"--prompts fixed has {len(PROMPTS)} prompts; use --batch <= {len(PROMPTS)} or --prompts mcq")
     warmup = not args.quick
     steps = gen_length
-    messages = [[{"role": "user", "content": p}] for p in PROMPTS[:batch]]
+    messages, options = prompt_batch(args.prompts, batch)
     enc = tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
     )
     input_ids, attention_mask = enc["input_ids"], enc["attention_mask"]
     settings = dict(steps=steps, gen_length=gen_length, block_length=block_length)
     n_tokens = batch * gen_length
-    print(f"model: {name}; batch {batch}, prompt {input_ids.shape[1]}, {settings}, threads {args.threads}")
+    print(
+        f"model: {name}; {args.prompts} prompts, batch {batch}, prompt {input_ids.shape[1]}, {settings}, "
+        f"threads {args.threads}"
+    )
 
     def reference():
         return upstream_generate(
@@ -159,7 +206,10 @@ def main(argv: list[str] | None = None) -> None:
         t_fast, out = timed(run, repeats, warmup)
         agreement = (out.completion_ids == exact_out.completion_ids).double().mean().item()
         memory = float("nan") if args.quick else peak_memory_mb(run)  # --quick: memory of the exact modes only
-        rows.append((label, n_tokens / t_fast, out.nfe, memory, t_exact / t_fast, f"{agreement:.1%} agree"))
+        note = f"{agreement:.1%} agree"
+        if options is not None:
+            note += f", choice {choice_agreement(tokenizer, out, exact_out, options):.0%}"
+        rows.append((label, n_tokens / t_fast, out.nfe, memory, t_exact / t_fast, note))
 
     print(f"\n{'sampler':<36} {'tokens/s':>10} {'NFE':>5} {'peak MB':>8} {'speed-up':>9}  tokens vs baseline")
     for i, (label, tps, nfe, mem, ratio, note) in enumerate(rows):

@@ -46,7 +46,9 @@ Every draw also gives, on the *same* masked input, the token KL(policy || refere
 scored positions; the reference logits come from a second forward under ``reference()`` (e.g.
 ``peft_model.disable_adapter``) without gradients, so no second model copy is needed and the masks are shared by
 construction. Only scored completion positions go through the LM head (a boolean ``logits_to_keep``), and the
-``(K, V)`` log-probabilities of a draw are freed before the next draw, so ``(N, S, G, V)`` logits never exist.
+``(K, V)`` log-probabilities of a draw are freed before the next draw, so ``(N, S, G, V)`` logits never exist. With
+several draws, each draw's policy forward is checkpointed (``recompute``): only its inputs are kept until backward,
+which re-runs it, so the memory held for backward does not grow with ``num_samples``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "ESTIMATORS",
@@ -180,6 +183,7 @@ class EstimatorOptions:
     kl_requires_grad: bool = True
     steps: int | None = None
     block_length: int | None = None
+    recompute: bool = False
 
     def __post_init__(self):
         if not isinstance(self.generator, torch.Generator):
@@ -296,19 +300,29 @@ def _score(
             logits = logits[keep]
         return logits.float().log_softmax(-1)  # (K, V)
 
-    logp = logprobs()
     ref_logp = None
     if options.reference is not None:
         with torch.no_grad(), options.reference():
             ref_logp = logprobs()
     kl_grad = options.kl_requires_grad and torch.is_grad_enabled()
-    # The chunked no-grad path computes the full KL alongside the entropy unless the KL needs a graph (or k1/k3).
-    kl_separately = ref_logp is not None and (kl_grad or options.kl_estimator != "full")
-    kl_flat, entropy_flat = _stats_no_grad(logp, None if kl_separately else ref_logp)
-    if kl_separately:
-        with torch.set_grad_enabled(kl_grad):
-            kl_flat = _token_kl(logp, ref_logp, flat_targets, options.kl_estimator)
-    token_logp = logp.gather(-1, flat_targets[:, None]).squeeze(-1)  # (K,)
+
+    def policy() -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(token log-probs (K,), KL (K,) or None, entropy (K,)) of the policy; differentiable where needed."""
+        logp = logprobs()
+        # The chunked no-grad path computes the full KL alongside the entropy unless the KL needs a graph (or k1/k3).
+        kl_separately = ref_logp is not None and (kl_grad or options.kl_estimator != "full")
+        kl_flat, entropy_flat = _stats_no_grad(logp, None if kl_separately else ref_logp)
+        if kl_separately:
+            with torch.set_grad_enabled(kl_grad):
+                kl_flat = _token_kl(logp, ref_logp, flat_targets, options.kl_estimator)
+        return logp.gather(-1, flat_targets[:, None]).squeeze(-1), kl_flat, entropy_flat
+
+    if options.recompute and torch.is_grad_enabled():
+        # Keep only this draw's inputs until backward, which re-runs its forward: the graph of one draw at a time
+        # instead of all of them (non-reentrant checkpointing stops re-running once the saved tensors are rebuilt).
+        token_logp, kl_flat, entropy_flat = checkpoint(policy, use_reentrant=False)
+    else:
+        token_logp, kl_flat, entropy_flat = policy()
 
     def scatter(values: torch.Tensor) -> torch.Tensor:
         return torch.zeros(num_rows, gen_length, device=values.device, dtype=values.dtype).masked_scatter(
@@ -490,6 +504,7 @@ def estimate_logprobs(
     kl_requires_grad: bool = True,
     steps: int | None = None,
     block_length: int | None = None,
+    recompute: bool | None = None,
 ) -> LogProbOutput:
     """Estimate `log p(completion | prompt)` for every row of `batch` with the estimator named `estimator`.
 
@@ -525,6 +540,10 @@ def estimate_logprobs(
             The sampler's number of steps (`trajectory`: bounds and checks `commit_step`).
         block_length (`int`, *optional*):
             The sampler's block length (`trajectory`: checks that `commit_step` respects the blocks).
+        recompute (`bool`, *optional*):
+            Activation checkpointing per draw: each draw keeps only its inputs until backward, which re-runs its
+            policy forward, so the memory held for backward no longer grows with `num_samples` (one draw's graph
+            at a time), for about one extra forward per draw. `None` (default) enables it when `num_samples > 1`.
 
     Returns:
         [`LogProbOutput`]: `logps` (N,), `draws` (N, S), `kl` (N,) or `None`, `entropy` (N,).
@@ -540,6 +559,7 @@ def estimate_logprobs(
         kl_requires_grad=kl_requires_grad,
         steps=steps,
         block_length=block_length,
+        recompute=num_samples > 1 if recompute is None else recompute,
     )
     return get_estimator(estimator)(model, batch, options)
 

@@ -1,0 +1,48 @@
+"""Run every benchmark script's `--quick` mode in a subprocess so that the scripts cannot rot.
+
+Only that they run and print their result table is checked: timings depend on the machine and are never asserted.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# script -> a line its result table always prints
+SCRIPTS = {
+    "bench_sampler.py": "exact / reference:",
+    "bench_trainer.py": "held by logprob for backward",
+    "bench_genbit.py": "speed-up",
+}
+# Scripts without a --quick mode (they take no arguments and are cheap enough to run by hand).
+WITHOUT_QUICK = {"bench_data.py"}
+
+
+def test_every_benchmark_is_covered():
+    found = {p.name for p in (ROOT / "benchmarks").glob("bench_*.py")}
+    assert found - WITHOUT_QUICK == set(SCRIPTS), "add the new benchmark script (and a --quick mode) to SCRIPTS"
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_quick_mode_runs(script, tmp_path):
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),  # nothing cached or built outside the test
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert SCRIPTS[script] in result.stdout
