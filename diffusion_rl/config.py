@@ -81,6 +81,9 @@ class DiffusionReinforceConfig(TrainingArguments):
             for the exact sum).
         antithetic (`bool`, *optional*, defaults to `False`):
             Coupled complementary masks (`mc_elbo` only; needs an even `logprob_samples`).
+        logprob_recompute (`bool`, *optional*):
+            Checkpoint each draw's policy forward so memory does not grow with `logprob_samples` (~35-45% more
+            log-prob time). Defaults to on when `logprob_samples > 1`.
         prompt_mask_prob (`float`, *optional*):
             Probability of masking each prompt token when estimating log-probabilities. Defaults to `0.15` for
             `one_step` (the seed's "random token masking to simulate partial observability"; the rate was not
@@ -155,6 +158,14 @@ class DiffusionReinforceConfig(TrainingArguments):
     )
     antithetic: bool = field(
         default=False, metadata={"help": "Coupled complementary masks (mc_elbo only; even logprob_samples)."}
+    )
+    logprob_recompute: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Checkpoint each draw's policy forward and re-run it in backward: memory stays that of one draw "
+            "whatever logprob_samples is, for ~35-45% more log-prob time (docs/benchmarks.md). Default: on when "
+            "logprob_samples > 1."
+        },
     )
     prompt_mask_prob: float | None = field(
         default=None,

@@ -336,6 +336,7 @@ class DiffusionReinforceTrainer(Trainer):
             num_samples=self.args.logprob_samples,
             prompt_mask_prob=self.args.prompt_mask_prob,
             antithetic=self.args.antithetic,
+            recompute=self.args.logprob_recompute,
             reference=self._reference(),
             kl_estimator=self.args.kl_estimator,
             # The KL needs a graph only when it is a loss term.

@@ -308,3 +308,24 @@ def test_evaluate_logs_eval_metrics(tmp_path, tiny_tokenizer):
     assert {"eval_loss", "eval_reward", "eval_kl", "eval_completions/mean_length"} <= set(metrics)
     assert metrics["eval_kl"] == 0.0  # untrained zero-init adapter
     assert metrics["eval_reward"] > 0
+
+
+def test_logprob_recompute_changes_memory_not_the_update(tmp_path, tiny_tokenizer):
+    """`logprob_recompute` re-runs each draw's forward in backward: same LoRA weights after the step as without."""
+
+    def lora_after(recompute: bool, name: str) -> dict[str, torch.Tensor]:
+        trainer = _trainer(
+            tmp_path / name,
+            tiny_tokenizer,
+            max_steps=1,
+            logprob_estimator="mc_elbo",
+            logprob_samples=2,
+            logprob_recompute=recompute,
+        )
+        trainer.train()
+        return {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_" in k}
+
+    with_recompute, without = lora_after(True, "on"), lora_after(False, "off")
+    assert with_recompute.keys() == without.keys() and with_recompute
+    for key in with_recompute:
+        torch.testing.assert_close(with_recompute[key], without[key], rtol=1e-5, atol=1e-7)
