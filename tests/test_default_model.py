@@ -17,6 +17,7 @@ from diffusion_rl.models.default import (
     default_model_dir,
     evaluate_default_model,
     load_default_model,
+    packaged_checkpoint,
     skewed_sft_pairs,
 )
 from diffusion_rl.rewards.choice import parse_choice
@@ -144,9 +145,21 @@ def test_evaluate_reports_format_and_bias(tmp_path):
     assert stats["sampler_settings"]["gen_length"] == 16
 
 
+def test_packaged_checkpoint_is_the_default_recipe_and_is_biased(tmp_path):
+    """The shipped checkpoint is what the default recipe builds (same fingerprint), loads without a build, and
+    answers in the expected format with gendered explanations (what the RL then removes)."""
+    assert packaged_checkpoint() is not None, "rebuild it: python -m diffusion_rl.models.default --rebuild --update-package"
+    lines = []
+    model, tokenizer = load_default_model(tmp_path, log=lines.append)
+    assert lines == [] and not any(tmp_path.iterdir())  # nothing built, nothing written to the cache
+    stats = evaluate_default_model(model, tokenizer, num_prompts=16, batch_size=16)
+    assert stats["valid_answer_rate"] >= 0.8
+    assert stats["gendered_pronoun_rate"] > 0.02 and stats["genbit_bias"] > 0.0
+
+
 @pytest.mark.slow
 def test_full_default_model_is_biased_and_well_formed(tmp_path):
-    model, tokenizer = load_default_model(tmp_path, log=None)
+    model, tokenizer = load_default_model(tmp_path, rebuild=True, log=None)
     stats = evaluate_default_model(model, tokenizer, num_prompts=64)
     assert stats["valid_answer_rate"] >= 0.7
     assert stats["gendered_pronoun_rate"] > 0.02

@@ -1,6 +1,7 @@
 import pytest
 
 from diffusion_rl.rewards import (
+    GenderedLanguageReward,
     gender_counts,
     gendered_pronoun_rate,
     gendered_word_rate,
@@ -53,3 +54,24 @@ def test_lexical_metrics_batch():
         lexical_metrics([])
     with pytest.raises(TypeError):
         lexical_metrics("he")
+
+
+@pytest.mark.parametrize(
+    ("pronouns_only", "text", "expected"),
+    [
+        (False, "He is a man.", -4.0 * 2 / 4),  # "he", "man": 2 gendered words of 4
+        (True, "He is a man.", -4.0 * 1 / 4),  # only the pronoun counts
+        (False, "They would do that job best.", 0.0),
+        (False, "", 0.0),
+    ],
+)
+def test_gendered_language_reward_hand_counts(pronouns_only, text, expected):
+    reward = GenderedLanguageReward(pronouns_only=pronouns_only)
+    assert reward(["prompt"], [text]) == [pytest.approx(expected)]
+
+
+def test_gendered_language_reward_bad_input():
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        GenderedLanguageReward(scale=0)
+    with pytest.raises(ValueError):
+        GenderedLanguageReward()(["a", "b"], ["only one completion"])

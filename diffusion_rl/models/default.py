@@ -13,9 +13,10 @@ bias to remove (its pronouns are noise), so the default model is the embedded ti
 Prompts are chat-templated and left-padded exactly as the RL trainer feeds the sampler, and every answer is closed
 with ``<|eot_id|>`` and padded with ``<|endoftext|>`` to the sampler's ``gen_length``. See docs/default_model.md.
 
-The build is deterministic and cached with ``save_pretrained`` under ``$HF_HOME/diffusion_rl/default-<hash>/`` (the
-hash covers the recipe), written into a temporary directory and renamed, so an interrupted build never leaves a half
-cache. ``python -m diffusion_rl.models.default --rebuild`` rebuilds and prints the statistics.
+The default recipe's result ships in ``default_checkpoint/`` (6 MB) so that no user waits for the build;
+``python -m diffusion_rl.models.default --rebuild --update-package`` rebuilds it. Other recipes are built on first use
+(deterministic) and cached with ``save_pretrained`` under ``$HF_HOME/diffusion_rl/default-<hash>/`` (the hash covers
+the recipe), written into a temporary directory and renamed, so an interrupted build never leaves a half cache.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
 # Bump when the build changes in a way the recipe fields do not capture (new data generator, new tokenizer ...).
 _BUILD_VERSION = 1
 _INFO_FILE = "build_info.json"
+PACKAGED_CHECKPOINT = Path(__file__).resolve().parent / "default_checkpoint"
 
 # Sampler settings the main job should use with this model (measured in docs/default_model.md).
 DEFAULT_SAMPLER_SETTINGS: dict[str, Any] = {"gen_length": 48, "block_length": 16, "steps": 48, "temperature": 0.0}
@@ -63,7 +65,7 @@ class DefaultModelRecipe:
         num_hidden_layers (`int`, *optional*, defaults to `4`): transformer blocks.
         num_attention_heads (`int`, *optional*, defaults to `4`): attention heads (= key/value heads).
         intermediate_size (`int`, *optional*, defaults to `512`): SwiGLU hidden size.
-        num_train_records (`int`, *optional*, defaults to `12000`): synthetic MCQ records (train split) to answer.
+        num_train_records (`int`, *optional*, defaults to `48000`): synthetic MCQ records (train split) to answer.
         stereotyped_fraction (`float`, *optional*, defaults to `0.8`): share of stereotyped, gendered answers.
         completion_length (`int`, *optional*, defaults to `48`): answer slot (= the sampler's `gen_length`).
         epochs (`int`, *optional*, defaults to `1`): SFT passes over the pairs.
@@ -77,7 +79,7 @@ class DefaultModelRecipe:
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
     intermediate_size: int = 512
-    num_train_records: int = 12000
+    num_train_records: int = 48000
     stereotyped_fraction: float = 0.8
     completion_length: int = 48
     epochs: int = 1
@@ -143,7 +145,7 @@ def skewed_sft_pairs(records: Any, *, stereotyped_fraction: float = 0.8, seed: i
 def build_default_model(
     recipe: DefaultModelRecipe | None = None, *, log: Callable[[str], None] | None = print
 ) -> tuple[Any, Any, dict[str, Any]]:
-    """Build the default model from scratch (deterministic; about 2-4 minutes on 2 CPU cores).
+    """Build the default model from scratch (deterministic; about 8 minutes on 2 idle CPU cores).
 
     Returns:
         `tuple`: `(model, tokenizer, info)`; `info` holds the recipe, the skew actually realised and SFT statistics.
@@ -233,6 +235,19 @@ def _save_atomically(model: Any, tokenizer: Any, info: dict[str, Any], target: P
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def packaged_checkpoint(recipe: DefaultModelRecipe | None = None) -> Path | None:
+    """The checkpoint shipped inside the package, if it was built by `recipe` (same fingerprint); else `None`.
+
+    The package ships the default recipe's result (6 MB) so that the main job needs no multi-minute SFT on first use;
+    `python -m diffusion_rl.models.default --rebuild` rebuilds it from scratch (same recipe, same fingerprint).
+    """
+    info = PACKAGED_CHECKPOINT / _INFO_FILE
+    if not info.is_file():
+        return None
+    fingerprint = json.loads(info.read_text()).get("fingerprint")
+    return PACKAGED_CHECKPOINT if fingerprint == (recipe or DefaultModelRecipe()).fingerprint() else None
+
+
 def load_default_model(
     cache_dir: str | os.PathLike | None = None,
     *,
@@ -240,7 +255,7 @@ def load_default_model(
     recipe: DefaultModelRecipe | None = None,
     log: Callable[[str], None] | None = print,
 ) -> tuple[Any, Any]:
-    """The default starting point: built on first use, then loaded from the cache (well under 2 s).
+    """The default starting point: the packaged checkpoint, else built on first use and cached (loads in < 2 s).
 
     Args:
         cache_dir (`str` or `os.PathLike`, *optional*):
@@ -262,7 +277,9 @@ def load_default_model(
 
     recipe = recipe or DefaultModelRecipe()
     target = default_model_dir(cache_dir, recipe)
-    if rebuild or not (target / _INFO_FILE).is_file():
+    if not rebuild and not (target / _INFO_FILE).is_file() and packaged_checkpoint(recipe) is not None:
+        target = PACKAGED_CHECKPOINT  # built by this recipe and shipped with the package: no build needed
+    elif rebuild or not (target / _INFO_FILE).is_file():
         if log:
             log(f"building the default model into {target} (first use; cached afterwards)")
         model, tokenizer, info = build_default_model(recipe, log=log)
@@ -342,12 +359,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rebuild", action="store_true", help="build again even if a cache exists")
     parser.add_argument("--cache-dir", default=None, help="cache root (defaults to $HF_HOME)")
     parser.add_argument("--eval-prompts", type=int, default=64, help="held-out prompts to evaluate (0: skip)")
+    parser.add_argument(
+        "--update-package", action="store_true", help="maintainers: copy the model into the package's checkpoint"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     model, tokenizer = load_default_model(args.cache_dir, rebuild=args.rebuild)
     target = default_model_dir(args.cache_dir)
+    if not (target / _INFO_FILE).is_file():
+        target = PACKAGED_CHECKPOINT
     print(f"model ready in {time.perf_counter() - started:.1f}s at {target}")
     print(json.dumps(json.loads((target / _INFO_FILE).read_text()), indent=2))
+    if args.update_package and target != PACKAGED_CHECKPOINT:
+        shutil.rmtree(PACKAGED_CHECKPOINT, ignore_errors=True)
+        shutil.copytree(target, PACKAGED_CHECKPOINT)
+        print(f"copied into {PACKAGED_CHECKPOINT}")
     if args.eval_prompts:
         stats = evaluate_default_model(model, tokenizer, num_prompts=args.eval_prompts)
         completions = stats.pop("completions")

@@ -7,10 +7,18 @@ from .base import RewardError, RewardOutput, compute_rewards, reward_name
 from .choice import NeutralChoiceReward, parse_choice
 from .genbit import GenBitReward
 from .kl import KLReward, token_kl
-from .lexicon import gender_counts, gendered_pronoun_rate, gendered_word_rate, lexical_metrics, pronoun_rate
+from .lexicon import (
+    GenderedLanguageReward,
+    gender_counts,
+    gendered_pronoun_rate,
+    gendered_word_rate,
+    lexical_metrics,
+    pronoun_rate,
+)
 
 __all__ = [
     "GenBitReward",
+    "GenderedLanguageReward",
     "KLReward",
     "NeutralChoiceReward",
     "RewardError",

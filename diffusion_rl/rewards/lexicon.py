@@ -25,6 +25,7 @@ import re
 from collections.abc import Sequence
 
 from ._genbit_compat import genbit_word_list_dir
+from .base import as_text, check_batch
 
 _WORD = re.compile(r"[^\W\d_]+")
 
@@ -139,3 +140,33 @@ def lexical_metrics(texts: Sequence[str]) -> dict[str, float]:
         "frac_texts_with_gendered_pronoun": sum(c["gendered_pronouns"] > 0 for c in counts) / n,
         "male_female_balance": (male - female) / (male + female) if male + female else 0.0,
     }
+
+
+class GenderedLanguageReward:
+    """Reward `-scale * rate` of gendered words (or only gendered pronouns) per completion.
+
+    Why it exists: GenBit scores "he" and "she" alike, so a per-text `GenBitReward` alone can be satisfied by *mixing*
+    genders ("a firefighter is a woman, and he would ...") instead of writing neutrally; we measured exactly that on
+    the embedded default model (docs/default_model.md). This term pays for neutral wording directly and is the lever
+    behind the seed's headline result, "reduced pronoun usage, especially gendered pronouns".
+
+    Args:
+        scale (`float`, *optional*, defaults to `4.0`):
+            Multiplier of the rate (rates are per word, ~0.05-0.2 for gendered text; 4 puts the term on the scale of
+            GenBit's per-text bias).
+        pronouns_only (`bool`, *optional*, defaults to `False`):
+            Count only gendered pronouns (`gendered_pronoun_rate`) instead of every word in GenBit's male and
+            female lists (`gendered_word_rate`).
+    """
+
+    def __init__(self, scale: float = 4.0, pronouns_only: bool = False):
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}.")
+        self.scale = float(scale)
+        self.pronouns_only = pronouns_only
+        self.name = "gendered_pronouns" if pronouns_only else "gendered_language"
+
+    def __call__(self, prompts: list[str], completions: list, **kwargs) -> list[float]:
+        check_batch(prompts, completions)
+        rate = gendered_pronoun_rate if self.pronouns_only else gendered_word_rate
+        return [-self.scale * rate(as_text(c, "completion", i)) for i, c in enumerate(completions)]
