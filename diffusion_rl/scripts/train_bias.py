@@ -62,8 +62,10 @@ class BiasScriptArguments:
     rewards: list[str] = field(
         default_factory=lambda: ["genbit"],
         metadata={
-            "help": "Reward functions besides the KL term (added from `kl_coef`): `genbit` (the seed's) and/or "
-            "`neutral_choice` (rewards unknown/neutral options in ambiguous contexts, the gold one otherwise)."
+            "help": "Reward functions besides the KL term (added from `kl_coef`): `genbit` (the seed's), "
+            "`gendered_language` / `gendered_pronouns` (-4 x the rate of gendered words / pronouns: GenBit alone can "
+            "be satisfied by mixing he and she), `neutral_choice` (rewards unknown/neutral options in ambiguous "
+            "contexts, the gold one otherwise)."
         },
     )
     eval_size: int = field(default=64, metadata={"help": "Held-out prompts (test split) for the before/after table."})
@@ -166,8 +168,14 @@ def load_datasets(script_args, eval_seed: int):
 def make_rewards(names: list[str]) -> list:
     from ..rewards.choice import NeutralChoiceReward
     from ..rewards.genbit import GenBitReward
+    from ..rewards.lexicon import GenderedLanguageReward
 
-    known = {"genbit": GenBitReward, "neutral_choice": NeutralChoiceReward}
+    known = {
+        "genbit": GenBitReward,
+        "neutral_choice": NeutralChoiceReward,
+        "gendered_language": GenderedLanguageReward,
+        "gendered_pronouns": lambda: GenderedLanguageReward(pronouns_only=True),
+    }
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown reward(s) {unknown}; choose from {sorted(known)} (the KL term comes from kl_coef).")
