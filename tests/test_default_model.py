@@ -148,7 +148,8 @@ def test_evaluate_reports_format_and_bias(tmp_path):
 def test_packaged_checkpoint_is_the_default_recipe_and_is_biased(tmp_path):
     """The shipped checkpoint is what the default recipe builds (same fingerprint), loads without a build, and
     answers in the expected format with gendered explanations (what the RL then removes)."""
-    assert packaged_checkpoint() is not None, "rebuild it: python -m diffusion_rl.models.default --rebuild --update-package"
+    rebuild = "python -m diffusion_rl.models.default --rebuild --update-package"
+    assert packaged_checkpoint() is not None, f"the shipped checkpoint is stale; run {rebuild}"
     lines = []
     model, tokenizer = load_default_model(tmp_path, log=lines.append)
     assert lines == [] and not any(tmp_path.iterdir())  # nothing built, nothing written to the cache
