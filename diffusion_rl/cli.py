@@ -21,6 +21,8 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="LLaDA checkpoint (local dir or Hub id); default: embedded.")
     parser.add_argument("--adapter", default=None, help="PEFT adapter directory (e.g. a training output_dir).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the sampler's torch.Generator.")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="Weights.")
+    parser.add_argument("--device", default=None, help="Device (default: cuda when available, else cpu).")
 
 
 def _add_sampler_flags(parser: argparse.ArgumentParser, *, temperature: bool = True) -> None:
@@ -35,21 +37,25 @@ def _add_sampler_flags(parser: argparse.ArgumentParser, *, temperature: bool = T
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     """Model (+ adapter) and tokenizer; the embedded default when `--model` is omitted."""
+    import torch
     from transformers import AutoTokenizer
 
+    dtype = getattr(torch, args.dtype)
     if args.model is None:
         from .models.default import load_default_model
 
         model, tokenizer = load_default_model()
+        model = model.to(dtype)
     else:
         from .models.llada import load_llada
 
-        model, tokenizer = load_llada(args.model), AutoTokenizer.from_pretrained(args.model)
+        model, tokenizer = load_llada(args.model, dtype=dtype), AutoTokenizer.from_pretrained(args.model)
     if args.adapter is not None:
         from .evaluation import load_adapter
 
         model = load_adapter(model, args.adapter)
-    return model.eval(), tokenizer
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval(), tokenizer
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -61,10 +67,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
     model, tokenizer = _load(args)
     settings = {name: getattr(args, name) for name in SAMPLER_FLAGS}
     sampler = MaskedDiffusionSampler(model, **settings)
-    batch = tokenize_prompts(tokenizer, args.prompt)
-    out = sampler.generate(
-        batch["input_ids"], batch["attention_mask"], generator=torch.Generator().manual_seed(args.seed)
-    )
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in tokenize_prompts(tokenizer, args.prompt).items()}
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    out = sampler.generate(batch["input_ids"], batch["attention_mask"], generator=generator)
     for prompt, ids, valid in zip(args.prompt, out.completion_ids, out.completion_mask):
         text = tokenizer.decode(ids[valid], skip_special_tokens=True).strip()
         print(f"### {prompt}\n{text}\n")

@@ -163,8 +163,8 @@ class DiffusionReinforceConfig(TrainingArguments):
         default=None,
         metadata={
             "help": "Checkpoint each draw's policy forward and re-run it in backward: memory stays that of one draw "
-            "whatever logprob_samples is, for ~35-45% more log-prob time (docs/benchmarks.md). Default: on when "
-            "logprob_samples > 1."
+            "whatever logprob_samples is, for 35 to 45 percent more log-prob time (docs/benchmarks.md). Default: on "
+            "when logprob_samples > 1."
         },
     )
     prompt_mask_prob: float | None = field(

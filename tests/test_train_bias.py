@@ -130,3 +130,19 @@ def test_example_launches_with_each_cpu_accelerate_config(config, tiny_model_dir
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "adapter_model.safetensors").is_file() and (tmp_path / "report.json").is_file()
+
+
+def test_config_equals_form_custom_recipe_without_use_peft_and_resume_true(tmp_path):
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("max_steps: 3\noutput_dir: outputs/mine\n")  # no use_peft: the job still trains a LoRA
+    script, config, model = train_bias.parse_args([f"--config={recipe}", "--resume_from_checkpoint", "true"])
+    assert config.max_steps == 3 and model.use_peft is True
+    assert config.resume_from_checkpoint is True  # Trainer's "latest checkpoint", not a path named "true"
+    _, _, model = train_bias.parse_args(["--config", str(recipe), "--use_peft", "false"])
+    assert model.use_peft is False  # explicit: main() refuses it with a clear error
+
+
+def test_help_renders(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_bias.parse_args(["--help"])
+    assert exit_info.value.code == 0 and "--logprob_recompute" in capsys.readouterr().out

@@ -363,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
         "--update-package", action="store_true", help="maintainers: copy the model into the package's checkpoint"
     )
     args = parser.parse_args(argv)
+    args.rebuild = args.rebuild or args.update_package  # refreshing the shipped checkpoint means building it anew
     started = time.perf_counter()
     model, tokenizer = load_default_model(args.cache_dir, rebuild=args.rebuild)
     target = default_model_dir(args.cache_dir)

@@ -99,6 +99,10 @@ def default_recipe(argv: list[str]) -> Path | None:
 def parse_args(argv: list[str] | None = None):
     """Parse the command line; an unknown `--config` path is a clear `FileNotFoundError` before anything loads."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(argv):  # `--config=path` -> `--config path` (TrlParser only knows the spaced form)
+        if arg.startswith("--config="):
+            argv[i : i + 1] = ["--config", arg.split("=", 1)[1]]
+            break
     if "--config" in argv:
         index = argv.index("--config")
         if index + 1 >= len(argv):
@@ -114,7 +118,23 @@ def parse_args(argv: list[str] | None = None):
             argv[index + 1] = str(packaged)
     else:
         argv = ["--config", str(default_recipe(argv)), *argv]
-    return make_parser().parse_args_and_config(argv)
+    script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
+    # The job trains a LoRA adapter: `trl.ModelConfig.use_peft` defaults to False, so a user's recipe that does not
+    # mention it would otherwise be refused; only an explicit `use_peft: false` / `--use_peft false` is an error.
+    config_file = argv[argv.index("--config") + 1]
+    explicit = any(a.startswith("--use_peft") for a in argv) or "use_peft" in (_read_yaml(config_file) or {})
+    if not explicit:
+        model_args.use_peft = True
+    if str(training_args.resume_from_checkpoint).lower() == "true":  # Trainer's "latest checkpoint in output_dir"
+        training_args.resume_from_checkpoint = True
+    return script_args, training_args, model_args
+
+
+def _read_yaml(path: str) -> dict | None:
+    import yaml
+
+    with open(path) as f:
+        return yaml.safe_load(f)
 
 
 def check_output_dir(output_dir: str) -> Path:
@@ -235,9 +255,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from ..trainer import DiffusionReinforceTrainer
 
-    if model_args.use_peft is False:
+    if not model_args.use_peft:
         raise ValueError("the main job trains a LoRA adapter: keep use_peft true (the KL term needs the base model).")
-    model_args.use_peft = True
     if not model_args.lora_target_modules:
         model_args.lora_target_modules = ["q_proj", "k_proj", "v_proj", "o_proj"]  # the seed's (o_proj = attn_out)
     peft_config = get_peft_config(model_args)
