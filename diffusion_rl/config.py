@@ -183,6 +183,17 @@ class DiffusionReinforceConfig(TrainingArguments):
         default=None, metadata={"help": "Completions printed with each log (None prints none)."}
     )
 
+    def sampler_kwargs(self) -> dict:
+        """The `MaskedDiffusionSampler` settings of this config (rollouts and before/after evaluation share them)."""
+        return {
+            "steps": self.steps,
+            "gen_length": self.max_completion_length,
+            "block_length": self.block_length,
+            "temperature": self.temperature,
+            "cfg_scale": self.cfg_scale,
+            "remasking": self.remasking,
+        }
+
     def __post_init__(self):
         self._check_choices()
         self._check_sampling()

@@ -306,12 +306,7 @@ class DiffusionReinforceTrainer(Trainer):
         sampler = MaskedDiffusionSampler(
             model,
             mask_token_id=self.mask_token_id,
-            steps=self.args.steps,
-            gen_length=self.args.max_completion_length,
-            block_length=self.args.block_length,
-            temperature=self.args.temperature,
-            cfg_scale=self.args.cfg_scale,
-            remasking=self.args.remasking,
+            **self.args.sampler_kwargs(),
             eos_token_id=self.eos_token_id,
             eot_token_id=self.eot_token_id,
             pad_token_id=self.pad_token_id,
@@ -330,20 +325,26 @@ class DiffusionReinforceTrainer(Trainer):
         return estimate_logprobs(
             model,
             batch,
-            estimator=self.args.logprob_estimator,
-            mask_token_id=self.mask_token_id,
             generator=self._logprob_generator,
-            num_samples=self.args.logprob_samples,
-            prompt_mask_prob=self.args.prompt_mask_prob,
-            antithetic=self.args.antithetic,
             recompute=self.args.logprob_recompute,
             reference=self._reference(),
             kl_estimator=self.args.kl_estimator,
             # The KL needs a graph only when it is a loss term.
             kl_requires_grad=self.args.kl_in == "loss",
-            steps=self.args.steps,
-            block_length=self.args.block_length,
+            **self._estimator_kwargs(),
         )
+
+    def _estimator_kwargs(self) -> dict:
+        """Estimator settings shared by the training pass and the estimator-std metric."""
+        return {
+            "estimator": self.args.logprob_estimator,
+            "mask_token_id": self.mask_token_id,
+            "num_samples": self.args.logprob_samples,
+            "prompt_mask_prob": self.args.prompt_mask_prob,
+            "antithetic": self.args.antithetic,
+            "steps": self.args.steps,
+            "block_length": self.args.block_length,
+        }
 
     def _score(self, inputs: dict[str, Any], kl: torch.Tensor | None) -> RewardOutput:
         """Call the reward functions (TRL signature) on the decoded completions.
@@ -427,13 +428,7 @@ class DiffusionReinforceTrainer(Trainer):
             model,
             batch,
             generator=self._std_generator,  # its own stream: the training masks do not depend on this metric
-            estimator=self.args.logprob_estimator,
-            mask_token_id=self.mask_token_id,
-            num_samples=self.args.logprob_samples,
-            prompt_mask_prob=self.args.prompt_mask_prob,
-            antithetic=self.args.antithetic,
-            steps=self.args.steps,
-            block_length=self.args.block_length,
+            **self._estimator_kwargs(),
         )
         return self.accelerator.gather(std.reshape(1).float()).mean().item()
 

@@ -296,13 +296,8 @@ def evaluate_before_after(trainer, tokenizer, eval_dataset, script_args, trainin
     from ..evaluation import evaluate_model, report_evaluation
 
     model = trainer.accelerator.unwrap_model(trainer.model)
-    sampler_kwargs = {
-        "steps": training_args.steps,
-        "gen_length": training_args.max_completion_length,
-        "block_length": training_args.block_length,
-        "remasking": training_args.remasking,
-        "cfg_scale": training_args.cfg_scale,
-    }
+    # the training rollouts' settings; the temperature is the evaluation's own (`eval_temperatures`)
+    sampler_kwargs = {k: v for k, v in training_args.sampler_kwargs().items() if k != "temperature"}
     result = evaluate_model(
         model,
         tokenizer,
