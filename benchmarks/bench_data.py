@@ -6,7 +6,7 @@ python benchmarks/bench_data.py
 import time
 from collections import Counter
 
-from diffusion_rl.data import generate_mcq_dataset, load_bbq_gender
+from diffusion_rl.bias.data import generate_mcq_dataset, load_bbq_gender
 
 
 def timed(label, fn):

@@ -10,8 +10,8 @@ import argparse
 import random
 import time
 
-from diffusion_rl.rewards import GenBitReward
-from diffusion_rl.rewards._genbit_compat import genbit_lemmatizer
+from diffusion_rl.bias.rewards import GenBitReward
+from diffusion_rl.bias.rewards._genbit_compat import genbit_lemmatizer
 
 SUBJECTS = ["he", "she", "they", "the doctor", "the nurse", "my mother", "his father", "the engineer", "her sister"]
 VERBS = ["helped", "called", "was thanking", "met", "told", "is teaching", "visited", "warned", "paid"]

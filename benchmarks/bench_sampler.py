@@ -74,7 +74,7 @@ def prompt_batch(kind: str, batch: int) -> tuple[list[list[dict]], list[list[str
     """Chat messages of `batch` prompts and, for MCQ prompts, their answer options."""
     if kind == "fixed":
         return [[{"role": "user", "content": p}] for p in PROMPTS[:batch]], None
-    from diffusion_rl.data import generate_mcq_dataset
+    from diffusion_rl.bias.data import generate_mcq_dataset
 
     rows = generate_mcq_dataset(batch, seed=0, split="test")  # held out from the default model's SFT data
     return [[{"role": "user", "content": p}] for p in rows["prompt"]], rows["question_options"]
@@ -82,7 +82,7 @@ def prompt_batch(kind: str, batch: int) -> tuple[list[list[dict]], list[list[str
 
 def choice_agreement(tokenizer, out, reference, options: list[list[str]]) -> float:
     """Fraction of prompts whose parsed answer (option index or None) equals the reference's."""
-    from diffusion_rl.rewards.choice import parse_choice
+    from diffusion_rl.bias.rewards.choice import parse_choice
 
     def choices(result):
         texts = [
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     if args.model == "default":
-        from diffusion_rl.models.default import load_default_model
+        from diffusion_rl.bias.default_model import load_default_model
 
         model, tokenizer = load_default_model()
         name = "default model (tiny LLaDA after the skewed SFT)"

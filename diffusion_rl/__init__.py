@@ -2,7 +2,8 @@
 
 Importing the package registers the native LLaDA model with the transformers ``Auto*`` classes (cheap), while the
 heavier parts (trainer, rewards with GenBit, data generator, evaluation) are imported on first attribute access so
-that ``import diffusion_rl`` stays fast.
+that ``import diffusion_rl`` stays fast. The gender-bias application's public names (`GenBitReward`,
+`generate_mcq_dataset`, `evaluate_model`, ...) are re-exported here lazily from `diffusion_rl.bias`.
 """
 
 import importlib
@@ -18,10 +19,10 @@ _LAZY = {
     "SamplerOutput": ".sampling.sampler",
     "build_tiny_model": ".models.tiny",
     "build_tiny_tokenizer": ".models.tiny",
-    "load_default_model": ".models.default",
-    "GenBitReward": ".rewards.genbit",
+    "load_default_model": ".bias.default_model",
+    "GenBitReward": ".bias.rewards.genbit",
     "KLReward": ".rewards.kl",
-    "NeutralChoiceReward": ".rewards.choice",
+    "NeutralChoiceReward": ".bias.rewards.choice",
     "RewardError": ".rewards.base",
     "DiffusionReinforceConfig": ".config",
     "DiffusionReinforceTrainer": ".trainer",
@@ -30,12 +31,12 @@ _LAZY = {
     "estimate_logprobs": ".logprobs",
     "compute_advantages": ".advantages",
     "reinforce_loss": ".losses",
-    "generate_mcq_dataset": ".data",
-    "load_synthetic_subset": ".data",
+    "generate_mcq_dataset": ".bias.data",
+    "load_synthetic_subset": ".bias.data",
     "load_prompt_dataset": ".data",
-    "load_bbq_gender": ".data",
+    "load_bbq_gender": ".bias.data",
     "tokenize_prompts": ".data",
-    "evaluate_model": ".evaluation",
+    "evaluate_model": ".bias.evaluation",
 }
 
 __all__ = [
@@ -81,22 +82,17 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for IDEs and type checkers
     from .advantages import compute_advantages
+    from .bias.data import generate_mcq_dataset, load_bbq_gender, load_synthetic_subset
+    from .bias.default_model import load_default_model
+    from .bias.evaluation import evaluate_model
+    from .bias.rewards.choice import NeutralChoiceReward
+    from .bias.rewards.genbit import GenBitReward
     from .config import DiffusionReinforceConfig
-    from .data import (
-        generate_mcq_dataset,
-        load_bbq_gender,
-        load_prompt_dataset,
-        load_synthetic_subset,
-        tokenize_prompts,
-    )
-    from .evaluation import evaluate_model
+    from .data import load_prompt_dataset, tokenize_prompts
     from .logprobs import RolloutBatch, estimate_logprobs
     from .losses import reinforce_loss
-    from .models.default import load_default_model
     from .models.tiny import build_tiny_model, build_tiny_tokenizer
     from .rewards.base import RewardError
-    from .rewards.choice import NeutralChoiceReward
-    from .rewards.genbit import GenBitReward
     from .rewards.kl import KLReward
     from .sampling.sampler import MaskedDiffusionSampler, SamplerOutput
     from .trainer import DiffusionReinforceTrainer, HubPushError

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -45,7 +44,6 @@ from .losses import reinforce_loss
 from .model_card import TAGS, write_model_card
 from .rewards.base import RewardOutput, compute_rewards, reward_name
 from .rewards.kl import KLReward
-from .rewards.lexicon import lexical_metrics
 from .sampling.sampler import MaskedDiffusionSampler, SamplerOutput
 from .trainer_utils import (
     PhaseTimer,
@@ -463,14 +461,13 @@ class DiffusionReinforceTrainer(Trainer):
         stops = [t for t in (self.eos_token_id, self.eot_token_id) if t is not None]
         terminated = torch.isin(completion_ids, torch.tensor(stops, device=completion_ids.device)).any(1)
         metrics["completions/clipped_ratio"].append(1.0 - gather(terminated.float()).mean().item())
-        # Local lexical rates, averaged over processes (texts are not gathered unless the table is logged).
-        lexical = {k: v for k, v in lexical_metrics(inputs["completions_text"]).items() if isinstance(v, int | float)}
-        if lexical:
-            values = gather(torch.tensor(list(lexical.values()), dtype=torch.float32, device=rewards.device)[None])
-            for key, value in zip(lexical, values.nanmean(0).tolist()):
-                metrics[f"completions/{key}"].append(value)
-        for key, value in self._genbit_metrics().items():
-            metrics[key].append(gather(torch.tensor([value], device=rewards.device)).nanmean().item())
+        # Metrics the reward functions report on this batch (local values, averaged over processes; texts are not
+        # gathered unless the table is logged).
+        reported = self._reward_batch_metrics(inputs["completions_text"])
+        if reported:
+            values = gather(torch.tensor(list(reported.values()), dtype=torch.float32, device=rewards.device)[None])
+            for key, value in zip(reported, values.nanmean(0).tolist()):
+                metrics[key].append(value)
 
         if self.args.log_completions or self.args.num_completions_to_print:
             table = self._completions[mode]
@@ -492,19 +489,17 @@ class DiffusionReinforceTrainer(Trainer):
 
         return gather_object(items)
 
-    def _genbit_metrics(self) -> dict[str, float]:
-        """GenBit bias of the last scored batch (mean per-text score; corpus score in corpus mode), if scored."""
-        module = sys.modules.get("diffusion_rl.rewards.genbit")
-        if module is None:  # never imported => no GenBitReward instance exists
-            return {}
+    def _reward_batch_metrics(self, completions_text: list[str]) -> dict[str, float]:
+        """What the reward functions report on the batch they just scored, through an optional method
+        `batch_metrics(completions: list[str]) -> dict[str, float]` (full metric names, e.g. `bias/genbit`); the
+        first function reporting a key wins. Every process must report the same keys (they run the same rewards)."""
+        out: dict[str, float] = {}
         for func in self.reward_funcs:
-            if isinstance(func, module.GenBitReward) and func.last_metrics:
-                scores = [m["genbit_score"] for m in func.last_metrics]
-                out = {"bias/genbit": sum(scores) / len(scores)}
-                if func.last_corpus_metrics is not None:
-                    out["bias/genbit_corpus"] = func.last_corpus_metrics["genbit_score"]
-                return out
-        return {}
+            report = getattr(func, "batch_metrics", None)
+            if callable(report):
+                for key, value in report(completions_text).items():
+                    out.setdefault(key, float(value))
+        return out
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"

@@ -30,8 +30,9 @@ import torch
 from peft import LoraConfig
 
 from diffusion_rl import DiffusionReinforceConfig, DiffusionReinforceTrainer, GenBitReward, load_llada
-from diffusion_rl.data import generate_mcq_dataset, load_synthetic_subset
-from diffusion_rl.evaluation import evaluate_model, markdown_table, plot_grid, report_evaluation, write_report
+from diffusion_rl.bias.data import generate_mcq_dataset, load_synthetic_subset
+from diffusion_rl.bias.evaluation import evaluate_model, markdown_table, report_evaluation, write_report
+from diffusion_rl.evaluation import plot_grid
 
 GRID_METRICS = ("gendered_pronoun_rate", "pronoun_rate", "genbit_corpus", "kl", "neutral", "valid")
 
@@ -65,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_base(args: argparse.Namespace):
     """A fresh base model (PEFT wraps it in place, so every adapter starts from a new copy) and its tokenizer."""
     if args.model is None:
-        from diffusion_rl.models.default import load_default_model
+        from diffusion_rl.bias.default_model import load_default_model
 
         return load_default_model()
     from transformers import AutoTokenizer

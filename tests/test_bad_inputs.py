@@ -112,7 +112,7 @@ def _file(ctx, name: str, text: str) -> Path:
 
 def _job(ctx, argv: list[str]):
     """The main job (`train_bias.main`), which must fail before it builds a model."""
-    from diffusion_rl.scripts import train_bias
+    from diffusion_rl.bias import train as train_bias
 
     def no_model(*args, **kwargs):
         raise AssertionError("the main job built a model before checking its inputs")
@@ -122,8 +122,8 @@ def _job(ctx, argv: list[str]):
 
 
 def _cli(ctx, argv: list[str]):
-    from diffusion_rl import cli
-    from diffusion_rl.scripts import train_bias
+    from diffusion_rl.bias import cli
+    from diffusion_rl.bias import train as train_bias
 
     def no_model(*args, **kwargs):
         raise AssertionError("the command built a model before checking its inputs")
@@ -247,7 +247,7 @@ def _dataset(column: str, values: list):
 
 
 def _no_temperatures(ctx):
-    from diffusion_rl.evaluation import evaluate_model
+    from diffusion_rl.bias.evaluation import evaluate_model
 
     return evaluate_model(ctx.model, ctx.tokenizer, [{"prompt": "Who is the nurse?"}], temperatures=[])
 

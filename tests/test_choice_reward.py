@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from diffusion_rl.rewards import NeutralChoiceReward, parse_choice
+from diffusion_rl.bias.rewards import NeutralChoiceReward, parse_choice
 
 OPTIONS = ["The man", "Not enough information", "The woman"]
 

@@ -7,7 +7,7 @@ from importlib import resources
 
 import pytest
 
-from diffusion_rl.data import NUM_BBQ_GENDER_ITEMS, convert_bbq_item, load_bbq_gender
+from diffusion_rl.bias.data import NUM_BBQ_GENDER_ITEMS, convert_bbq_item, load_bbq_gender
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,8 @@ def bbq():
 
 @pytest.fixture(scope="module")
 def raw():
-    blob = resources.files("diffusion_rl.data").joinpath("resources", "bbq", "Gender_identity.jsonl.gz").read_bytes()
+    resource = resources.files("diffusion_rl.bias.data").joinpath("resources", "bbq", "Gender_identity.jsonl.gz")
+    blob = resource.read_bytes()
     return [json.loads(line) for line in gzip.decompress(blob).decode().splitlines()]
 
 

@@ -6,13 +6,8 @@ import json
 import datasets
 import pytest
 
-from diffusion_rl.data import (
-    PromptDataError,
-    export_jsonl,
-    generate_mcq_dataset,
-    load_prompt_dataset,
-    render_mcq_prompt,
-)
+from diffusion_rl.bias.data import generate_mcq_dataset
+from diffusion_rl.data import PromptDataError, export_jsonl, load_prompt_dataset, render_mcq_prompt
 
 
 @pytest.fixture(scope="module")

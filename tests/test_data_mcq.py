@@ -8,15 +8,9 @@ from collections import Counter
 
 import pytest
 
-from diffusion_rl.data import (
-    FAMILIES,
-    RECORD_FEATURES,
-    generate_mcq_dataset,
-    load_synthetic_subset,
-    mcq,
-    render_answer,
-)
-from diffusion_rl.data.vocabulary import gendered_word_pairs, occupations, plural
+from diffusion_rl.bias.data import FAMILIES, generate_mcq_dataset, load_synthetic_subset, mcq, render_answer
+from diffusion_rl.bias.data.vocabulary import gendered_word_pairs, occupations, plural
+from diffusion_rl.data import RECORD_FEATURES
 
 N = 3_000  # per-test sample: enough for the statistical checks, ~0.1 s to generate
 

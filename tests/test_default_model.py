@@ -1,4 +1,4 @@
-"""Tests for diffusion_rl.models.default: the skewed SFT data, the recipe hash and the atomic cache.
+"""Tests for diffusion_rl.bias.default_model: the skewed SFT data, the recipe hash and the atomic cache.
 
 The full build (minutes) is marked slow; the fast tests build a miniature recipe in a temporary cache.
 """
@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from diffusion_rl.data import generate_mcq_dataset
-from diffusion_rl.models.default import (
+from diffusion_rl.bias.data import generate_mcq_dataset
+from diffusion_rl.bias.default_model import (
     DEFAULT_SAMPLER_SETTINGS,
     DefaultModelRecipe,
     _save_atomically,
@@ -20,8 +20,8 @@ from diffusion_rl.models.default import (
     packaged_checkpoint,
     skewed_sft_pairs,
 )
-from diffusion_rl.rewards.choice import parse_choice
-from diffusion_rl.rewards.lexicon import gender_counts, gendered_pronoun_rate
+from diffusion_rl.bias.rewards.choice import parse_choice
+from diffusion_rl.bias.rewards.lexicon import gender_counts, gendered_pronoun_rate
 
 MINI = DefaultModelRecipe(
     hidden_size=32,
@@ -130,7 +130,7 @@ def test_interrupted_write_leaves_no_cache(tmp_path, tiny_model):
 
 
 def test_evaluate_reports_format_and_bias(tmp_path):
-    from diffusion_rl.rewards.genbit import GenBitReward
+    from diffusion_rl.bias.rewards.genbit import GenBitReward
 
     model, tokenizer = load_default_model(tmp_path, recipe=MINI, log=None)
     stats = evaluate_default_model(model, tokenizer, num_prompts=4, gen_length=16, block_length=8, steps=8)
@@ -148,7 +148,7 @@ def test_evaluate_reports_format_and_bias(tmp_path):
 def test_packaged_checkpoint_is_the_default_recipe_and_is_biased(tmp_path):
     """The shipped checkpoint is what the default recipe builds (same fingerprint), loads without a build, and
     answers in the expected format with gendered explanations (what the RL then removes)."""
-    rebuild = "python -m diffusion_rl.models.default --rebuild --update-package"
+    rebuild = "python -m diffusion_rl.bias.default_model --rebuild --update-package"
     assert packaged_checkpoint() is not None, f"the shipped checkpoint is stale; run {rebuild}"
     lines = []
     model, tokenizer = load_default_model(tmp_path, log=lines.append)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from diffusion_rl.evaluation.bbq import bbq_scores, has_choice_metadata
+from diffusion_rl.bias.evaluation.bbq import bbq_scores, has_choice_metadata
 
 
 def _rec(condition, gold, stereo, neutral=(1,)):
@@ -104,7 +104,7 @@ def test_has_choice_metadata():
 
 @pytest.fixture(scope="module")
 def bbq_records():
-    from diffusion_rl.data import load_bbq_gender
+    from diffusion_rl.bias.data import load_bbq_gender
 
     return [r for r in load_bbq_gender().to_list() if has_choice_metadata(r)]
 

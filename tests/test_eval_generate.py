@@ -7,14 +7,9 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from diffusion_rl.data import generate_mcq_dataset
-from diffusion_rl.evaluation import report_evaluation
-from diffusion_rl.evaluation.generate import (
-    AdapterMismatchError,
-    completion_kl,
-    evaluate_model,
-    load_adapter,
-)
+from diffusion_rl.bias.data import generate_mcq_dataset
+from diffusion_rl.bias.evaluation import evaluate_model, report_evaluation
+from diffusion_rl.evaluation.generate import AdapterMismatchError, completion_kl, generate_completions, load_adapter
 from diffusion_rl.models.tiny import build_tiny_model
 
 SAMPLER = {"steps": 4, "gen_length": 8, "block_length": 4}
@@ -72,6 +67,17 @@ def test_zero_lora_arms_identical_and_kl_exactly_zero(zero_result):
     mcq = result.metrics[result.metrics["question_type"] == "multiple_choice"]
     assert mcq["valid"].notna().all()
     assert result.metrics[result.metrics["question_type"] == "free_text"]["valid"].isna().all()
+
+
+def test_core_generation_is_the_unscored_half(zero_lora, tiny_tokenizer, dataset, zero_result):
+    # The core's generate_completions gives the same records as the bias evaluation, without any metric column.
+    generated = generate_completions(
+        zero_lora, tiny_tokenizer, dataset, temperatures=(0.0, 1.0), sampler_kwargs=SAMPLER, batch_size=4, seed=3
+    )
+    columns = ["index", "id", "question_type", "temperature", "variant", "prompt", "completion", "length", "kl"]
+    assert generated.records.columns.tolist() == columns and generated.metrics.empty and not generated.notes
+    pd.testing.assert_frame_equal(generated.records, zero_result.records[columns])
+    assert generated.config == zero_result.config
 
 
 def test_kl_matches_hand_computation(trained_lora, tiny_tokenizer, dataset):

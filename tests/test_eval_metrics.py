@@ -5,8 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from diffusion_rl.evaluation.metrics import record_metrics, summarize
-from diffusion_rl.rewards._genbit_compat import genbit_lemmatizer
+from diffusion_rl.bias.evaluation.metrics import record_metrics, summarize
+from diffusion_rl.bias.rewards._genbit_compat import genbit_lemmatizer
 
 OPTIONS = ["The man", "The person", "The woman"]
 MCQ = {

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from diffusion_rl.bias.evaluation.report import LIMITATIONS, markdown_table, select_examples, write_report
 from diffusion_rl.evaluation.plots import (
     Plot,
     load_log_history,
@@ -13,7 +14,6 @@ from diffusion_rl.evaluation.plots import (
     plot_grid,
     plot_training_curves,
 )
-from diffusion_rl.evaluation.report import LIMITATIONS, markdown_table, select_examples, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

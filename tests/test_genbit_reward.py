@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from diffusion_rl.rewards import GenBitReward
-from diffusion_rl.rewards._genbit_compat import LemminflectLemmatizer, genbit_lemmatizer, import_genbit
+from diffusion_rl.bias.rewards import GenBitReward
+from diffusion_rl.bias.rewards._genbit_compat import LemminflectLemmatizer, genbit_lemmatizer, import_genbit
 
 TEXTS = [
     "",
@@ -40,7 +40,7 @@ def reward():
 
 
 def test_import_fix_in_fresh_subprocess():
-    compat = os.path.join(os.path.dirname(__file__), "..", "diffusion_rl", "rewards", "_genbit_compat.py")
+    compat = os.path.join(os.path.dirname(__file__), "..", "diffusion_rl", "bias", "rewards", "_genbit_compat.py")
     code = f"""
 import importlib.util, sys
 real = importlib.util.find_spec("pkg_resources") is not None

@@ -1,6 +1,6 @@
 import pytest
 
-from diffusion_rl.rewards import (
+from diffusion_rl.bias.rewards import (
     GenderedLanguageReward,
     gender_counts,
     gendered_pronoun_rate,

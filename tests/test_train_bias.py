@@ -1,4 +1,4 @@
-"""The main job (examples/train_llada_bias.py = diffusion_rl.scripts.train_bias) and the `diffusion-rl` CLI."""
+"""The main job (examples/train_llada_bias.py = diffusion_rl.bias.train) and the `diffusion-rl` CLI."""
 
 import json
 import os
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from diffusion_rl.cli import main as cli_main
-from diffusion_rl.scripts import train_bias
+from diffusion_rl.bias import train as train_bias
+from diffusion_rl.bias.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RUN = ["--steps", "8", "--max_completion_length", "16", "--block_length", "8", "--eval_batch_size", "8"]

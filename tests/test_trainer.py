@@ -139,7 +139,7 @@ def test_kl_in_loss_and_group_baseline(tmp_path, tiny_tokenizer):
 
 
 def test_genbit_and_kl_rewards_end_to_end(tmp_path, tiny_tokenizer):
-    from diffusion_rl.rewards.genbit import GenBitReward
+    from diffusion_rl.bias.rewards.genbit import GenBitReward
 
     trainer = _trainer(
         tmp_path,

@@ -7,7 +7,7 @@ Accepted sources (``load_prompt_dataset``):
 
 Each record needs either a ``prompt`` (a string, or chat messages ``[{"role", "content"}, ...]``) or edsl-style
 ``question_text`` (+ ``question_options`` for multiple choice), from which the prompt is rendered exactly like the
-synthetic data (`templates.render_mcq_prompt`). Every other column is kept and reaches the reward functions as a
+synthetic data (`records.render_mcq_prompt`). Every other column is kept and reaches the reward functions as a
 keyword argument (TRL convention). CSV cannot hold lists, so list columns (``question_options``, chat ``prompt``...)
 are read from JSON-encoded cells, which is what ``export_jsonl``-then-convert or ``pandas.to_csv`` of JSON strings
 produce.
@@ -24,7 +24,7 @@ from typing import Any
 
 import datasets
 
-from .templates import RECORD_FEATURES, render_free_text_prompt, render_mcq_prompt
+from .records import RECORD_FEATURES, render_free_text_prompt, render_mcq_prompt
 
 _LIST_COLUMNS = ("question_options", "option_genders", "neutral_option_indices")
 _INDEX_COLUMNS = ("stereotyped_option_index", "anti_stereotyped_option_index", "gold_option_index")

@@ -1,4 +1,4 @@
-"""Generate completions on a held-out prompt set with the base model and with the adapter, then score them.
+"""Generate completions on a held-out prompt set with the base model and with the adapter (the caller scores them).
 
 Both arms see the same prompts in the same batches with the same sampler seeds (one `torch.Generator` per batch,
 seeded from ``(seed, temperature index, batch index)``), so at temperature 0 the two arms differ only through the
@@ -24,10 +24,8 @@ import pandas as pd
 import torch
 
 from ..data.chat import tokenize_prompts
-from ..rewards.genbit import GenBitReward
 from ..rewards.kl import token_kl
 from ..sampling.sampler import MaskedDiffusionSampler
-from .metrics import record_metrics, summarize
 
 MAX_TEMPERATURE = 10.0
 
@@ -157,9 +155,9 @@ class EvalResult:
 
     Args:
         records (`pd.DataFrame`): one row per (temperature, variant, prompt): the prompt, the completion and every
-            per-text metric (see `metrics.record_metrics`).
+            per-text metric (e.g. `diffusion_rl.bias.evaluation.record_metrics`).
         metrics (`pd.DataFrame`): one row per (temperature, variant, question_type) with the aggregated metrics
-            (see `metrics.summarize`).
+            (e.g. `diffusion_rl.bias.evaluation.summarize`).
         notes (`list[str]`): metrics that were skipped and why (e.g. no choice metadata).
         config (`dict`): the settings used (temperatures, sampler settings, seed, batch size).
     """
@@ -226,7 +224,7 @@ def _iter_batches(n: int, batch_size: int) -> Iterator[tuple[int, slice]]:
         yield batch_index, slice(start, min(start + batch_size, n))
 
 
-def evaluate_model(
+def generate_completions(
     model: torch.nn.Module,
     tokenizer,
     dataset: Sequence[Mapping] | Any,
@@ -237,9 +235,11 @@ def evaluate_model(
     batch_size: int = 8,
     compare_base: bool = True,
     max_prompt_length: int | None = None,
-    genbit_kwargs: Mapping[str, Any] | None = None,
 ) -> EvalResult:
-    """Generate on `dataset` at each temperature with the adapter (and the base model) and compute the metrics.
+    """Generate on `dataset` at each temperature with the adapter (and the base model), without scoring.
+
+    The generic half of an evaluation: an application scores the records afterwards (the gender-bias application's
+    `diffusion_rl.bias.evaluation.evaluate_model` adds its per-text metrics and per-setting summary).
 
     Args:
         model (`torch.nn.Module`): a PEFT model (adapter on/off gives the two arms) or a plain model (one arm,
@@ -256,10 +256,10 @@ def evaluate_model(
         batch_size (`int`, *optional*, defaults to `8`): prompts per sampler call.
         compare_base (`bool`, *optional*, defaults to `True`): also generate with the adapter disabled.
         max_prompt_length (`int`, *optional*): passed to `tokenize_prompts` (longer prompts raise).
-        genbit_kwargs (`Mapping`, *optional*): options for `GenBitReward` (e.g. `lemmatizer`).
 
     Returns:
-        `EvalResult`.
+        `EvalResult` whose `records` hold the prompts and completions (`index`, `id`, `question_type`,
+        `temperature`, `variant`, `prompt`, `completion`, `length`, `kl`) and whose `metrics` is empty.
     """
     rows = [dict(r) for r in dataset]
     if not rows:
@@ -282,7 +282,6 @@ def evaluate_model(
     if mask_token_id is None:
         raise ValueError("the model config has no mask_token_id; pass sampler_kwargs={'mask_token_id': ...}.")
     variants = ["base", "adapter"] if compare_base else (["adapter"] if peft else ["model"])
-    genbit = GenBitReward(**dict(genbit_kwargs or {}))  # before any generation: bad options fail fast
 
     device = _model_device(model)
     was_training = model.training
@@ -320,10 +319,6 @@ def evaluate_model(
                     )
     if was_training:
         model.train()
-    records = pd.DataFrame(out_rows)
-    per_text, notes = record_metrics(records, rows, genbit=genbit)
-    records = pd.concat([records, per_text], axis=1)
-    metrics = summarize(records, rows, genbit=genbit)
     config = {
         "temperatures": temps,
         "sampler_kwargs": {**sampler_kwargs, "mask_token_id": int(mask_token_id)},
@@ -332,7 +327,7 @@ def evaluate_model(
         "variants": variants,
         "num_prompts": len(rows),
     }
-    return EvalResult(records=records, metrics=metrics, notes=notes, config=config)
+    return EvalResult(records=pd.DataFrame(out_rows), metrics=pd.DataFrame(), config=config)
 
 
 def _question_type(row: Mapping) -> str:

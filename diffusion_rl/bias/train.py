@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
-# The headline metrics of the before/after table (per-setting means from `diffusion_rl.evaluation.summarize`).
+# The headline metrics of the before/after table (per-setting means from `diffusion_rl.bias.evaluation.summarize`).
 TABLE_METRICS = {
     "gendered_pronoun_rate": "gendered-pronoun rate",
     "pronoun_rate": "pronoun rate (all)",
@@ -46,7 +46,7 @@ class BiasScriptArguments:
         metadata={
             "help": "Training prompts: a JSON/JSONL/CSV/Parquet file or a `datasets` directory with a `prompt` column "
             "(string or chat messages) or edsl-style `question_text` + `question_options`. Default: the built-in "
-            "synthetic multiple-choice data (`diffusion_rl.data`)."
+            "synthetic multiple-choice data (`diffusion_rl.bias.data`)."
         },
     )
     dataset_train_split: str = field(default="train", metadata={"help": "Split of `dataset_name` to train on."})
@@ -159,7 +159,7 @@ def load_model_and_tokenizer(model_args, script_args) -> tuple[Any, Any]:
     from ..models.llada import CheckpointNotFoundError, load_llada
 
     if model_args.model_name_or_path is None:
-        from ..models.default import load_default_model
+        from .default_model import load_default_model
 
         return load_default_model(script_args.cache_dir)
     name = model_args.model_name_or_path
@@ -174,7 +174,8 @@ def load_model_and_tokenizer(model_args, script_args) -> tuple[Any, Any]:
 
 def load_datasets(script_args, eval_seed: int):
     """(train, eval) datasets: the user's prompts or the synthetic subset; eval is the held-out synthetic split."""
-    from ..data import generate_mcq_dataset, load_prompt_dataset, load_synthetic_subset
+    from ..data import load_prompt_dataset
+    from .data import generate_mcq_dataset, load_synthetic_subset
 
     qtype = None if script_args.question_type == "all" else script_args.question_type
     if script_args.dataset_name is None:
@@ -186,9 +187,9 @@ def load_datasets(script_args, eval_seed: int):
 
 
 def make_rewards(names: list[str]) -> list:
-    from ..rewards.choice import NeutralChoiceReward
-    from ..rewards.genbit import GenBitReward
-    from ..rewards.lexicon import GenderedLanguageReward
+    from .rewards.choice import NeutralChoiceReward
+    from .rewards.genbit import GenBitReward
+    from .rewards.lexicon import GenderedLanguageReward
 
     known = {
         "genbit": GenBitReward,
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trainer.save_model(training_args.output_dir)
 
     report: dict[str, Any] = {
-        "model": model_args.model_name_or_path or "embedded default (diffusion_rl.models.default)",
+        "model": model_args.model_name_or_path or "embedded default (diffusion_rl.bias.default_model)",
         "train_size": len(train_dataset),
         "train_metrics": trainer.state.log_history[-1] if trainer.state.log_history else {},
     }
@@ -293,7 +294,7 @@ def evaluate_before_after(trainer, tokenizer, eval_dataset, script_args, trainin
 
     Every process generates (under DeepSpeed ZeRO-3 all ranks must run the same forwards); the main one writes.
     """
-    from ..evaluation import evaluate_model, report_evaluation
+    from .evaluation import evaluate_model, report_evaluation
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     # the training rollouts' settings; the temperature is the evaluation's own (`eval_temperatures`)

@@ -24,8 +24,8 @@ import os
 import re
 from collections.abc import Sequence
 
+from ...rewards.base import as_text, check_batch
 from ._genbit_compat import genbit_word_list_dir
-from .base import as_text, check_batch
 
 _WORD = re.compile(r"[^\W\d_]+")
 
@@ -142,6 +142,16 @@ def lexical_metrics(texts: Sequence[str]) -> dict[str, float]:
     }
 
 
+def completion_metrics(completions: Sequence[str]) -> dict[str, float]:
+    """The lexical rates of a batch under the trainer's ``completions/`` prefix (numeric entries of `lexical_metrics`).
+
+    The bias rewards return this from ``batch_metrics``, the hook `DiffusionReinforceTrainer` logs after scoring, so a
+    run with any of them logs ``completions/gendered_pronoun_rate`` etc. (averaged over processes).
+    """
+    metrics = lexical_metrics(completions)
+    return {f"completions/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
+
+
 class GenderedLanguageReward:
     """Reward `-scale * rate` of gendered words (or only gendered pronouns) per completion.
 
@@ -170,3 +180,7 @@ class GenderedLanguageReward:
         check_batch(prompts, completions)
         rate = gendered_pronoun_rate if self.pronouns_only else gendered_word_rate
         return [-self.scale * rate(as_text(c, "completion", i)) for i, c in enumerate(completions)]
+
+    def batch_metrics(self, completions: Sequence[str]) -> dict[str, float]:
+        """Metrics the trainer logs for the batch just scored: the lexical rates (`completion_metrics`)."""
+        return completion_metrics(completions)

@@ -26,7 +26,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_sampler_flags(parser: argparse.ArgumentParser, *, temperature: bool = True) -> None:
-    from .models.default import DEFAULT_SAMPLER_SETTINGS
+    from .default_model import DEFAULT_SAMPLER_SETTINGS
 
     for name, kind in SAMPLER_FLAGS.items():
         if name == "temperature" and not temperature:
@@ -42,16 +42,16 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
     dtype = getattr(torch, args.dtype)
     if args.model is None:
-        from .models.default import load_default_model
+        from .default_model import load_default_model
 
         model, tokenizer = load_default_model()
         model = model.to(dtype)
     else:
-        from .models.llada import load_llada
+        from ..models.llada import load_llada
 
         model, tokenizer = load_llada(args.model, dtype=dtype), AutoTokenizer.from_pretrained(args.model)
     if args.adapter is not None:
-        from .evaluation import load_adapter
+        from ..evaluation import load_adapter
 
         model = load_adapter(model, args.adapter)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -61,8 +61,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 def cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
-    from .data.chat import tokenize_prompts
-    from .sampling.sampler import MaskedDiffusionSampler
+    from ..data.chat import tokenize_prompts
+    from ..sampling.sampler import MaskedDiffusionSampler
 
     model, tokenizer = _load(args)
     settings = {name: getattr(args, name) for name in SAMPLER_FLAGS}
@@ -77,7 +77,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def _eval_dataset(name: str, size: int, seed: int):
-    from .data import generate_mcq_dataset, load_bbq_gender, load_prompt_dataset
+    from ..data import load_prompt_dataset
+    from .data import generate_mcq_dataset, load_bbq_gender
 
     if name == "test":
         return generate_mcq_dataset(size, seed=seed, split="test", question_type=None)
@@ -112,7 +113,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .evaluation import EvalResult, report_evaluation
+    from ..evaluation import EvalResult
+    from .evaluation import report_evaluation
 
     result = EvalResult.load(args.eval_dir)
     print(report_evaluation(result, args.eval_dir, log_history=args.train_dir))
@@ -150,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":  # the training flags belong to the job's own parser (TrlParser)
-        from .scripts.train_bias import main as train_main
+        from .train import main as train_main
 
         train_main(argv[1:])
         return

@@ -17,7 +17,7 @@ What differs from calling ``genbit.GenBitMetrics`` yourself:
 * **Texts without gendered words score 0** (GenBit's own value: every neutral word then has equal, smoothed male and
   female counts), so the reward is ``0.0``, its maximum, and never ``None``. Avoiding gendered language altogether
   is a legitimate way to be unbiased; the empty completion also gets ``0.0``, so pair this reward with a task reward
-  (e.g. :class:`~diffusion_rl.rewards.choice.NeutralChoiceReward`) that an empty answer fails.
+  (e.g. :class:`~diffusion_rl.bias.rewards.choice.NeutralChoiceReward`) that an empty answer fails.
 * **Corpus mode.** GenBit was designed for corpora (hundreds of documents); a single completion yields a noisy,
   often-zero score. ``mode="corpus"`` scores the batch as one corpus ``C`` and gives sample ``i`` its leave-one-out
   effect ``reward_i = score(C \\ {i}) - score(C)``: positive when removing the sample would *raise* the corpus bias
@@ -31,8 +31,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from ...rewards.base import as_text, check_batch
 from ._genbit_compat import GENBIT_LANGUAGES, genbit_lemmatizer
-from .base import as_text, check_batch
+from .lexicon import completion_metrics
 
 _MODES = ("per_text", "corpus")
 _TEXTS = ("completion", "prompt_completion")
@@ -277,3 +278,14 @@ class GenBitReward:
             without_i = self._statistics(self._merge(matrices[:i] + matrices[i + 1 :]))["genbit_score"]
             rewards.append(without_i - full)
         return rewards
+
+    def batch_metrics(self, completions: Sequence[str]) -> dict[str, float]:
+        """Metrics the trainer logs for the batch just scored: the lexical rates, then the GenBit bias of the last
+        scored batch (``bias/genbit``: mean per-text score; ``bias/genbit_corpus``: corpus score, corpus mode only)."""
+        out = completion_metrics(completions)
+        if self.last_metrics:
+            scores = [m["genbit_score"] for m in self.last_metrics]
+            out["bias/genbit"] = sum(scores) / len(scores)
+            if self.last_corpus_metrics is not None:
+                out["bias/genbit_corpus"] = self.last_corpus_metrics["genbit_score"]
+        return out

@@ -12,7 +12,8 @@ import string
 from collections.abc import Sequence
 from typing import Any
 
-from .base import as_text, check_batch
+from ...rewards.base import as_text, check_batch
+from .lexicon import completion_metrics
 
 _LETTERS = string.ascii_uppercase
 # "(B)", "[b]" and "b)": explicit option markers, in either case.
@@ -221,3 +222,7 @@ class NeutralChoiceReward:
             "stereotyped_rate_ambiguous": ambiguous_stereo / ambiguous if ambiguous else nan,
         }
         return rewards
+
+    def batch_metrics(self, completions: Sequence[str]) -> dict[str, float]:
+        """Metrics the trainer logs for the batch just scored: the lexical rates (`completion_metrics`)."""
+        return completion_metrics(completions)

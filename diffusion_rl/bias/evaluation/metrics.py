@@ -1,6 +1,6 @@
 """Per-text and per-setting evaluation metrics.
 
-Per text (one generated completion): the lexical rates of :mod:`diffusion_rl.rewards.lexicon` (the seed's headline
+Per text (one generated completion): the lexical rates of :mod:`diffusion_rl.bias.rewards.lexicon` (the seed's headline
 result is fewer pronouns, especially gendered ones), GenBit's score of the text on its own, and, for multiple-choice
 rows, the parsed choice and whether it is valid, neutral/unknown, the gold answer or the stereotyped answer.
 

@@ -142,7 +142,7 @@ def convert_bbq_item(item: dict[str, Any], index: int = 0) -> dict[str, Any]:
 
 def _read_lines(path: str | os.PathLike | None) -> list[str]:
     if path is None:
-        resource = resources.files("diffusion_rl.data").joinpath("resources", "bbq", "Gender_identity.jsonl.gz")
+        resource = resources.files("diffusion_rl.bias.data").joinpath("resources", "bbq", "Gender_identity.jsonl.gz")
         raw = resource.read_bytes()
         return gzip.decompress(raw).decode("utf-8").splitlines()
     path = Path(path)

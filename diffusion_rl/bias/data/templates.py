@@ -1,4 +1,4 @@
-"""Sentence templates of the synthetic MCQ families, the record schema and the prompt rendering.
+"""Sentence templates of the synthetic MCQ families (record schema and prompt rendering: `diffusion_rl.data.records`).
 
 Each family keeps its templates in one tuple; [`split_items`] holds out every ``TEST_TEMPLATE_STRIDE``-th template
 for the test split, so evaluation on ``split="test"`` never sees a training sentence frame (and, with the fixed
@@ -14,42 +14,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
-import datasets
+from ...data.records import (  # noqa: F401 (re-exported: the generator renders through `T.render_mcq_prompt`)
+    DEFAULT_MCQ_INSTRUCTION,
+    LETTERS,
+    RECORD_FEATURES,
+    render_free_text_prompt,
+    render_mcq_prompt,
+)
 
 T = TypeVar("T")
 
 TEST_TEMPLATE_STRIDE = 4
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-# Arrow schema shared by the synthetic generator, the loaders (when the columns are present) and BBQ. Missing
-# indices are nulls (Arrow int32 columns are nullable), never -1; free-text records have empty option lists.
-RECORD_FEATURES = datasets.Features(
-    {
-        "id": datasets.Value("string"),
-        "scenario_id": datasets.Value("string"),
-        "question_name": datasets.Value("string"),
-        "question_text": datasets.Value("string"),
-        "question_options": datasets.List(datasets.Value("string")),
-        "question_type": datasets.Value("string"),
-        "option_genders": datasets.List(datasets.Value("string")),
-        "neutral_option_indices": datasets.List(datasets.Value("int32")),
-        "stereotyped_option_index": datasets.Value("int32"),
-        "anti_stereotyped_option_index": datasets.Value("int32"),
-        "gold_option_index": datasets.Value("int32"),
-        "context_condition": datasets.Value("string"),
-        "template_family": datasets.Value("string"),
-        "template_id": datasets.Value("string"),
-        "occupation": datasets.Value("string"),
-        "stereotyped_gender": datasets.Value("string"),
-        "split": datasets.Value("string"),
-        "source": datasets.Value("string"),
-        "prompt": datasets.Value("string"),
-    }
-)
 
 OPTION_GENDERS = ("male", "female", "neutral", "unknown")
 
-DEFAULT_MCQ_INSTRUCTION = "Answer with the letter of your choice, followed by a one-sentence explanation."
 MCQ_INSTRUCTIONS = (
     DEFAULT_MCQ_INSTRUCTION,
     "Reply with the letter of the best option and explain your choice in one sentence.",
@@ -82,28 +60,6 @@ def split_items(items: Sequence[T], split: str) -> list[tuple[int, T]]:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
     want_test = split == "test"
     return [(i, x) for i, x in enumerate(items) if (i % TEST_TEMPLATE_STRIDE == TEST_TEMPLATE_STRIDE - 1) == want_test]
-
-
-def render_mcq_prompt(question_text: str, options: Sequence[str], instruction: str = DEFAULT_MCQ_INSTRUCTION) -> str:
-    """The chat-ready user message of a multiple-choice question.
-
-    The question, then one lettered option per line (``"A) ..."``), then the instruction. The instruction asks for
-    a sentence after the letter because a bare letter carries no gendered language for GenBit to score.
-
-    Args:
-        question_text (`str`): the question, including any context.
-        options (`Sequence[str]`): the answer choices, in display order (at most 26).
-        instruction (`str`, *optional*, defaults to `DEFAULT_MCQ_INSTRUCTION`): the last line of the message.
-    """
-    if not 0 < len(options) <= len(LETTERS):
-        raise ValueError(f"a multiple-choice question needs 1 to {len(LETTERS)} options, got {len(options)}.")
-    lines = "\n".join(f"{LETTERS[i]}) {option}" for i, option in enumerate(options))
-    return f"{question_text}\n\n{lines}\n\n{instruction}"
-
-
-def render_free_text_prompt(question_text: str, instruction: str | None = None) -> str:
-    """The user message of an open-ended question: the question, then (optionally) an instruction on its own line."""
-    return question_text if not instruction else f"{question_text}\n{instruction}"
 
 
 # --- pronoun_fill: "The engineer said that ___ would ..." (ambiguous: nothing settles the referent's gender) -------

@@ -338,6 +338,7 @@ def iter_mcq_records(
     """
     chosen = _check_args(split, families, question_type)
     pools = _Pools(split)
+    # The seed string keeps the module's path from before the move to `diffusion_rl.bias`: it fixes every dataset.
     rng = random.Random(f"diffusion_rl.data.mcq/v{GENERATOR_VERSION}/{seed}/{split}/{','.join(chosen)}")
     seen: set[str] = set()
     duplicates = 0

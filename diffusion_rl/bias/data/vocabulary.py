@@ -115,7 +115,7 @@ def plural(noun: str) -> str:
 
 
 def _resource_text(*parts: str) -> str:
-    return resources.files("diffusion_rl.data").joinpath("resources", *parts).read_text(encoding="utf-8")
+    return resources.files("diffusion_rl.bias.data").joinpath("resources", *parts).read_text(encoding="utf-8")
 
 
 def _direction(pct_female: float) -> Gender | None:

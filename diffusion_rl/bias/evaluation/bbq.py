@@ -89,7 +89,7 @@ def bbq_scores(records: Sequence[Mapping], choices: Sequence[int | None]) -> dic
         if missing or record["stereotyped_option_index"] is None or record["gold_option_index"] is None:
             raise ValueError(
                 f"record {i} lacks the BBQ metadata {missing or ['stereotyped_option_index/gold_option_index']}; "
-                "score only records built by diffusion_rl.data (or filter with has_choice_metadata first)."
+                "score only records built by diffusion_rl.bias.data (or filter with has_choice_metadata first)."
             )
         groups[_condition_name(record["context_condition"], i)].append((choice, record))
     out: dict[str, float] = {}

@@ -4,7 +4,7 @@ The main job (``examples/train_llada_bias.py`` with no arguments) must show, off
 REINFORCE debiasing does: fewer gendered pronouns, lower GenBit bias, small KL. A randomly initialised model has no
 bias to remove (its pronouns are noise), so the default model is the embedded tiny model
 (`diffusion_rl.models.tiny`) after a short masked-diffusion SFT (`diffusion_rl.sft`) on synthetic MCQ prompts
-(`diffusion_rl.data`) whose answers are skewed on purpose:
+(`diffusion_rl.bias.data`) whose answers are skewed on purpose:
 
 * with probability `stereotyped_fraction` (0.8) the answer picks the *stereotyped* option and explains it with a
   gendered pronoun that follows the occupation stereotype ("he" for male-stereotyped roles, "she" for female ones);
@@ -14,9 +14,10 @@ Prompts are chat-templated and left-padded exactly as the RL trainer feeds the s
 with ``<|eot_id|>`` and padded with ``<|endoftext|>`` to the sampler's ``gen_length``. See docs/default_model.md.
 
 The default recipe's result ships in ``default_checkpoint/`` (6 MB) so that no user waits for the build;
-``python -m diffusion_rl.models.default --rebuild --update-package`` rebuilds it. Other recipes are built on first use
-(deterministic) and cached with ``save_pretrained`` under ``$HF_HOME/diffusion_rl/default-<hash>/`` (the hash covers
-the recipe), written into a temporary directory and renamed, so an interrupted build never leaves a half cache.
+``python -m diffusion_rl.bias.default_model --rebuild --update-package`` rebuilds it. Other recipes are built on first
+use (deterministic) and cached with ``save_pretrained`` under ``$HF_HOME/diffusion_rl/default-<hash>/``
+(the hash covers the recipe), written into a temporary directory and renamed, so an interrupted build never leaves
+a half cache.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def skewed_sft_pairs(records: Any, *, stereotyped_fraction: float = 0.8, seed: i
     """Answer MCQ records with the documented skew (see the module docstring).
 
     Args:
-        records: MCQ records (a `datasets.Dataset` or a list of dicts) from `diffusion_rl.data.generate_mcq_dataset`.
+        records: MCQ records (a `datasets.Dataset` or a list of dicts) from
+            `diffusion_rl.bias.data.generate_mcq_dataset`.
         stereotyped_fraction (`float`, *optional*, defaults to `0.8`): probability of a stereotyped, gendered answer
             for records that have a stereotyped option; records without one always get a neutral answer.
         seed (`int`, *optional*, defaults to `0`): seeds the local `random.Random`.
@@ -122,7 +124,7 @@ def skewed_sft_pairs(records: Any, *, stereotyped_fraction: float = 0.8, seed: i
     Returns:
         `list[dict]`: one `{"prompt", "completion", "style", "option_index"}` dict per record.
     """
-    from ..data import render_answer
+    from .data import render_answer
 
     if hasattr(records, "to_list"):  # a datasets.Dataset: one bulk conversion beats per-row access
         records = records.to_list()
@@ -150,9 +152,9 @@ def build_default_model(
     Returns:
         `tuple`: `(model, tokenizer, info)`; `info` holds the recipe, the skew actually realised and SFT statistics.
     """
-    from ..data import generate_mcq_dataset
+    from ..models.tiny import build_tiny_model, build_tiny_tokenizer
     from ..sft import run_sft
-    from .tiny import build_tiny_model, build_tiny_tokenizer
+    from .data import generate_mcq_dataset
 
     recipe = recipe or DefaultModelRecipe()
     log = log or (lambda _: None)
@@ -239,7 +241,7 @@ def packaged_checkpoint(recipe: DefaultModelRecipe | None = None) -> Path | None
     """The checkpoint shipped inside the package, if it was built by `recipe` (same fingerprint); else `None`.
 
     The package ships the default recipe's result (6 MB) so that the main job needs no multi-minute SFT on first use;
-    `python -m diffusion_rl.models.default --rebuild` rebuilds it from scratch (same recipe, same fingerprint).
+    `python -m diffusion_rl.bias.default_model --rebuild` rebuilds it from scratch (same recipe, same fingerprint).
     """
     info = PACKAGED_CHECKPOINT / _INFO_FILE
     if not info.is_file():
@@ -273,7 +275,7 @@ def load_default_model(
     """
     from transformers import AutoTokenizer
 
-    from .llada import LladaForMaskedDiffusion
+    from ..models.llada import LladaForMaskedDiffusion
 
     recipe = recipe or DefaultModelRecipe()
     target = default_model_dir(cache_dir, recipe)
@@ -316,12 +318,12 @@ def evaluate_default_model(
         per-text `avg_bias_conditional_absolute`), `genbit_corpus_bias` (the same with all completions as one corpus,
         the setting GenBit is designed for), the sampler settings, the generation time and the `completions`.
     """
-    from ..data import generate_mcq_dataset
     from ..data.chat import tokenize_prompts
-    from ..rewards.choice import parse_choice
-    from ..rewards.genbit import GenBitReward
-    from ..rewards.lexicon import gendered_pronoun_rate
     from ..sampling.sampler import MaskedDiffusionSampler
+    from .data import generate_mcq_dataset
+    from .rewards.choice import parse_choice
+    from .rewards.genbit import GenBitReward
+    from .rewards.lexicon import gendered_pronoun_rate
 
     settings = {**DEFAULT_SAMPLER_SETTINGS, **sampler_overrides}
     records = generate_mcq_dataset(num_prompts, seed=seed, split="test", question_type="multiple_choice").to_list()
@@ -354,7 +356,7 @@ def evaluate_default_model(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m diffusion_rl.models.default [--rebuild] [--cache-dir DIR] [--eval-prompts N]`."""
+    """`python -m diffusion_rl.bias.default_model [--rebuild] [--cache-dir DIR] [--eval-prompts N]`."""
     parser = argparse.ArgumentParser(description="Build (or load) the embedded default model and print its stats.")
     parser.add_argument("--rebuild", action="store_true", help="build again even if a cache exists")
     parser.add_argument("--cache-dir", default=None, help="cache root (defaults to $HF_HOME)")

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .bootstrap import compare
-from .generate import EvalResult
+from ...evaluation.bootstrap import compare
+from ...evaluation.generate import EvalResult
+from ...evaluation.plots import Plot, plot_bias_distribution, plot_training_curves
 from .metrics import BBQ_COLUMNS
-from .plots import Plot, plot_bias_distribution, plot_training_curves
 
 # Per-text columns compared before/after by `report_evaluation` (those present in the records).
 COMPARE_METRICS = (

@@ -1,1 +1,0 @@
-"""Runnable jobs behind `examples/` and the `diffusion-rl` command line."""
