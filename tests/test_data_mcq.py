@@ -137,6 +137,23 @@ def test_train_test_disjoint_templates_and_occupations(train, test_split):
     assert set(test_split["template_family"]) == set(FAMILIES)
 
 
+def test_seen_roles_split_holds_out_frames_over_training_roles(train, test_split):
+    seen = generate_mcq_dataset(N, seed=0, split="test_seen_roles")
+    assert set(seen["split"]) == {"test_seen_roles"}
+    # the sentence frames are the test ones, the roles the training ones
+    assert set(seen["template_id"]) <= set(test_split["template_id"]) | set(
+        generate_mcq_dataset(20_000, seed=1, split="test")["template_id"]
+    )
+    assert set(seen["template_id"]).isdisjoint(train["template_id"])
+    assert set(seen["occupation"]) <= {o.name for o in occupations("train")} | {
+        e[2] for _, e in mcq.T.split_items(mcq.T.GENERIC_TERMS, "train")
+    }
+    assert len(set(seen["occupation"])) >= 40
+    # no evaluation prompt is a training prompt, even against a large training sample
+    assert set(seen["prompt"]).isdisjoint(generate_mcq_dataset(30_000, seed=0)["prompt"])
+    assert set(seen["template_family"]) == set(FAMILIES)
+
+
 def test_prefix_property_and_nested_subsets():
     small = load_synthetic_subset(1_000, seed=3)
     big = load_synthetic_subset(2_000, seed=3)

@@ -46,7 +46,12 @@ from .vocabulary import (
 
 FAMILIES = ("pronoun_fill", "role_attribution", "hiring_opinion", "generic_term", "coreference")
 QUESTION_TYPES = ("multiple_choice", "free_text")
-DEFAULT_POOL_SIZES = {"train": 150_000, "test": 5_000}
+DEFAULT_POOL_SIZES = {"train": 150_000, "test": 5_000, "test_seen_roles": 5_000}
+# split -> (template split, role split). "test" holds out both the sentence frames and the roles; "test_seen_roles"
+# holds out the frames only, over the training roles: a stereotype can only be learnt from data, so a model is judged
+# on wordings it never saw about roles whose stereotype it could have learnt. Prompts of either test split never
+# equal a training prompt, because their sentence frames are disjoint from the training ones.
+SPLIT_PARTS = {"train": ("train", "train"), "test": ("test", "test"), "test_seen_roles": ("test", "train")}
 SEED_SUBSET_SIZES = (1_000, 2_000, 3_000, 4_000)
 # Bump when a change alters generated content: it is part of every dataset fingerprint.
 GENERATOR_VERSION = "1"
@@ -78,13 +83,14 @@ class _Pools:
     """The split-specific vocabulary: occupations, template lists, generic terms."""
 
     def __init__(self, split: str):
-        self.occupations: tuple[Occupation, ...] = occupations(split)
-        self.pronoun_templates = T.split_items(T.PRONOUN_FILL_TEMPLATES, split)
-        self.role_scenes = T.split_items(T.ROLE_SCENES, split)
-        self.hiring_templates = T.split_items(T.HIRING_TEMPLATES, split)
-        self.generic_templates = T.split_items(T.GENERIC_TERM_TEMPLATES, split)
-        self.generic_terms = T.split_items(T.GENERIC_TERMS, split)
-        self.coref_contexts = T.split_items(T.COREFERENCE_CONTEXTS, split)
+        frames, roles = SPLIT_PARTS[split]
+        self.occupations: tuple[Occupation, ...] = occupations(roles)
+        self.pronoun_templates = T.split_items(T.PRONOUN_FILL_TEMPLATES, frames)
+        self.role_scenes = T.split_items(T.ROLE_SCENES, frames)
+        self.hiring_templates = T.split_items(T.HIRING_TEMPLATES, frames)
+        self.generic_templates = T.split_items(T.GENERIC_TERM_TEMPLATES, frames)
+        self.generic_terms = T.split_items(T.GENERIC_TERMS, roles)  # the generic-term family's "roles"
+        self.coref_contexts = T.split_items(T.COREFERENCE_CONTEXTS, frames)
 
 
 def _cap(text: str) -> str:
@@ -404,7 +410,9 @@ def generate_mcq_dataset(
         seed (`int`, *optional*, defaults to `0`):
             Seed of the local `random.Random` (no global RNG is touched).
         split (`str`, *optional*, defaults to `"train"`):
-            ``"train"`` or ``"test"``; the test split uses held-out templates and occupations.
+            ``"train"``, ``"test"`` (held-out templates *and* occupations) or ``"test_seen_roles"`` (held-out
+            templates over the training occupations: the main evaluation of a model whose stereotypes were learnt
+            from the training roles).
         families (`list[str]`, *optional*, defaults to `None`):
             Subset of ``FAMILIES``; ``None`` uses all five in equal shares.
         question_type (`str`, *optional*, defaults to `"multiple_choice"`):
