@@ -37,6 +37,10 @@ from transformers.utils import logging
 from trl.models import unwrap_model_for_generation
 
 from .advantages import compute_advantages
+from .batching import RepeatSampler, identity_collator
+from .checkpointing import SigtermCheckpointCallback, replace_directory
+from .checks import check_lora_targets, check_mask_token, check_prompt_column, check_reward_funcs, check_whole_groups
+from .completions_table import log_completions_table
 from .config import DiffusionReinforceConfig
 from .data.chat import tokenize_prompts
 from .logprobs import LogProbOutput, RolloutBatch, estimate_logprobs, logprob_estimator_std
@@ -45,17 +49,7 @@ from .model_card import TAGS, write_model_card
 from .rewards.base import RewardOutput, compute_rewards, reward_name
 from .rewards.kl import KLReward
 from .sampling.sampler import MaskedDiffusionSampler, SamplerOutput
-from .trainer_utils import (
-    PhaseTimer,
-    RepeatSampler,
-    SigtermCheckpointCallback,
-    check_lora_targets,
-    check_prompt_column,
-    identity_collator,
-    log_completions_table,
-    peak_memory_mb,
-    replace_directory,
-)
+from .timing import PhaseTimer, peak_memory_mb
 
 logger = logging.get_logger(__name__)
 
@@ -117,76 +111,17 @@ class DiffusionReinforceTrainer(Trainer):
         optimizers: tuple = (None, None),
         peft_config: PeftConfig | None = None,
     ):
-        # ---- validate everything that needs no compute first ----
-        if args is None:
-            name = model if isinstance(model, str) else model.config._name_or_path
-            args = DiffusionReinforceConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-DiffusionReinforce")
-        elif not isinstance(args, DiffusionReinforceConfig):
-            raise TypeError(f"args must be a DiffusionReinforceConfig, got {type(args).__name__}.")
-        reward_funcs = list(reward_funcs) if isinstance(reward_funcs, list | tuple) else [reward_funcs]
-        if not reward_funcs:
-            raise ValueError("reward_funcs is empty: pass at least one reward function.")
-        for func in reward_funcs:
-            if not callable(func):
-                raise TypeError(f"Every reward function must be callable; got {type(func).__name__}.")
-        weights = args.reward_weights if args.reward_weights is not None else [1.0] * len(reward_funcs)
-        if len(weights) != len(reward_funcs):
-            raise ValueError(
-                f"reward_weights has {len(weights)} entries but there are {len(reward_funcs)} reward functions."
-            )
-        if train_dataset is None:
-            raise ValueError("train_dataset is required (a dataset with a 'prompt' column).")
-        check_prompt_column(train_dataset, "train_dataset")
-        check_prompt_column(eval_dataset, "eval_dataset")
-        fields = ["per_device_train_batch_size"] + (["per_device_eval_batch_size"] if eval_dataset is not None else [])
-        for field in fields:
-            if getattr(args, field) % args.num_generations:
-                raise ValueError(
-                    f"{field}={getattr(args, field)} is not a multiple of num_generations={args.num_generations}: "
-                    "each per-device batch must hold whole groups of generations of the same prompt."
-                )
-        if args.push_to_hub:
-            import huggingface_hub.constants
+        # Everything that needs no compute is validated first.
+        args = self._resolve_args(model, args)
+        reward_funcs, weights = check_reward_funcs(reward_funcs, args.reward_weights)
+        self._check_datasets(args, train_dataset, eval_dataset)
+        self._check_push_to_hub(args)
 
-            if huggingface_hub.constants.HF_HUB_OFFLINE:
-                raise HubPushError("push_to_hub=True but HF_HUB_OFFLINE is set; unset it or use push_to_hub=False.")
-
-        # ---- model, tokenizer, adapter ----
-        if isinstance(model, str):
-            import diffusion_rl  # noqa: F401  (registers LLaDA with the Auto classes)
-
-            model = AutoModelForCausalLM.from_pretrained(model)
-        if getattr(model.config, "mask_token_id", None) is None:
-            raise ValueError(
-                f"{type(model).__name__}.config has no mask_token_id; a masked diffusion model needs one (set "
-                "model.config.mask_token_id to the id of the [MASK] token, 126336 for LLaDA)."
-            )
+        model = self._load_model(model)
         if processing_class is None:
             processing_class = AutoTokenizer.from_pretrained(model.config._name_or_path)
-        if peft_config is not None:
-            check_lora_targets(model, getattr(peft_config, "target_modules", None))
-            # The adapter's random init depends only on args.seed (same on every rank), without touching the
-            # caller's global RNG.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(args.seed)
-                model = get_peft_model(model, peft_config)
-        is_peft = isinstance(model, PeftModel)
-        has_kl_reward = any(isinstance(f, KLReward) for f in reward_funcs)
-        if args.kl_in == "reward" and args.kl_coef > 0 and not has_kl_reward and is_peft:
-            # The seed's reward R = -(bias + kl_coef * KL): add the KL term unless the user already did.
-            reward_funcs.append(KLReward(coef=args.kl_coef))
-            weights = [*weights, 1.0]
-            has_kl_reward = True
-        elif args.kl_in == "reward" and args.kl_coef > 0 and not has_kl_reward:
-            logger.warning(
-                "kl_coef > 0 is ignored: the KL to the base model needs a LoRA adapter (pass peft_config), or set "
-                "kl_coef=0 to silence this warning."
-            )
-        if not is_peft and (has_kl_reward or (args.kl_in == "loss" and args.kl_coef > 0)):
-            raise ValueError(
-                "KL(policy||base) is computed with the LoRA adapter disabled, so it needs a PEFT model: pass "
-                "peft_config (or a PeftModel), or drop the KL term (kl_coef=0 and no KLReward)."
-            )
+        model = self._wrap_with_peft(model, peft_config, args.seed)
+        reward_funcs, weights = self._add_kl_reward(args, model, reward_funcs, weights)
 
         super().__init__(
             model=model,
@@ -202,33 +137,124 @@ class DiffusionReinforceTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
 
+        self._init_rewards(reward_funcs, weights)
+        self._init_special_token_ids()
+        self._init_generators()
+        self._init_metrics()
+        self._sigterm = SigtermCheckpointCallback(self.accelerator)
+        self.add_callback(self._sigterm)
+
+    # ------------------------------------------------------------------ set-up (called by __init__, in this order)
+
+    @staticmethod
+    def _resolve_args(model: str | PreTrainedModel, args: DiffusionReinforceConfig | None) -> DiffusionReinforceConfig:
+        """`args`, or the default config with `output_dir="<model name>-DiffusionReinforce"`."""
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            return DiffusionReinforceConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-DiffusionReinforce")
+        if not isinstance(args, DiffusionReinforceConfig):
+            raise TypeError(f"args must be a DiffusionReinforceConfig, got {type(args).__name__}.")
+        return args
+
+    @staticmethod
+    def _check_datasets(args: DiffusionReinforceConfig, train_dataset, eval_dataset) -> None:
+        """A `prompt` column with no empty prompt, and per-device batches of whole groups."""
+        if train_dataset is None:
+            raise ValueError("train_dataset is required (a dataset with a 'prompt' column).")
+        check_prompt_column(train_dataset, "train_dataset")
+        check_prompt_column(eval_dataset, "eval_dataset")
+        check_whole_groups(args, has_eval_dataset=eval_dataset is not None)
+
+    @staticmethod
+    def _check_push_to_hub(args: DiffusionReinforceConfig) -> None:
+        if args.push_to_hub:
+            import huggingface_hub.constants
+
+            if huggingface_hub.constants.HF_HUB_OFFLINE:
+                raise HubPushError("push_to_hub=True but HF_HUB_OFFLINE is set; unset it or use push_to_hub=False.")
+
+    @staticmethod
+    def _load_model(model: str | PreTrainedModel) -> PreTrainedModel:
+        """The model (loaded with `AutoModelForCausalLM` from a path / Hub id); its config must define a mask token."""
+        if isinstance(model, str):
+            import diffusion_rl  # noqa: F401  (registers LLaDA with the Auto classes)
+
+            model = AutoModelForCausalLM.from_pretrained(model)
+        check_mask_token(model)
+        return model
+
+    @staticmethod
+    def _wrap_with_peft(model: PreTrainedModel, peft_config: PeftConfig | None, seed: int) -> PreTrainedModel:
+        """Add the adapter of `peft_config` (if any), after checking that its target modules exist."""
+        if peft_config is None:
+            return model
+        check_lora_targets(model, getattr(peft_config, "target_modules", None))
+        # The adapter's random init depends only on args.seed (same on every rank), without touching the caller's
+        # global RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return get_peft_model(model, peft_config)
+
+    @staticmethod
+    def _add_kl_reward(
+        args: DiffusionReinforceConfig, model: PreTrainedModel, reward_funcs: list, weights: list[float]
+    ) -> tuple[list, list[float]]:
+        """Append the seed's KL term to the rewards when `kl_in="reward"` (unless the user passed a [`KLReward`]).
+
+        The KL to the base model is computed with the adapter disabled, so any KL term needs a PEFT model.
+        """
+        is_peft = isinstance(model, PeftModel)
+        has_kl_reward = any(isinstance(f, KLReward) for f in reward_funcs)
+        if args.kl_in == "reward" and args.kl_coef > 0 and not has_kl_reward and is_peft:
+            # The seed's reward R = -(bias + kl_coef * KL): add the KL term unless the user already did.
+            reward_funcs = [*reward_funcs, KLReward(coef=args.kl_coef)]
+            weights = [*weights, 1.0]
+            has_kl_reward = True
+        elif args.kl_in == "reward" and args.kl_coef > 0 and not has_kl_reward:
+            logger.warning(
+                "kl_coef > 0 is ignored: the KL to the base model needs a LoRA adapter (pass peft_config), or set "
+                "kl_coef=0 to silence this warning."
+            )
+        if not is_peft and (has_kl_reward or (args.kl_in == "loss" and args.kl_coef > 0)):
+            raise ValueError(
+                "KL(policy||base) is computed with the LoRA adapter disabled, so it needs a PEFT model: pass "
+                "peft_config (or a PeftModel), or drop the KL term (kl_coef=0 and no KLReward)."
+            )
+        return reward_funcs, weights
+
+    def _init_rewards(self, reward_funcs: list, weights: list[float]) -> None:
         self.reward_funcs = reward_funcs
         self.reward_weights = torch.tensor(weights, dtype=torch.float32)
         self.reward_names = [reward_name(f) for f in reward_funcs]
-        config = self.accelerator.unwrap_model(self.model).config
-        self.mask_token_id = config.mask_token_id
-        self.eos_token_id = getattr(config, "eos_token_id", None) or processing_class.eos_token_id
-        self.eot_token_id = getattr(config, "eot_token_id", None)
-        self.pad_token_id = processing_class.pad_token_id
         if self.args.num_generations > 1 and self.args.temperature == 0 and self.args.remasking != "random":
             logger.warning(
                 "temperature=0 with low-confidence remasking is deterministic: all num_generations completions of a "
                 "prompt are identical and group baselines give zero advantages. Use temperature > 0."
             )
 
-        # Per-process RNG streams (sampling; masks of the log-prob estimator), saved with every checkpoint.
+    def _init_special_token_ids(self) -> None:
+        """Mask, EOS, EOT and pad ids: the model's config first (EOS falls back to the tokenizer's), pad from the
+        tokenizer."""
+        config = self.accelerator.unwrap_model(self.model).config
+        self.mask_token_id = config.mask_token_id
+        self.eos_token_id = getattr(config, "eos_token_id", None) or self.processing_class.eos_token_id
+        self.eot_token_id = getattr(config, "eot_token_id", None)
+        self.pad_token_id = self.processing_class.pad_token_id
+
+    def _init_generators(self) -> None:
+        """Per-process RNG streams (sampling; masks of the log-prob estimator; the estimator-std metric), each with its
+        own seed so that no stream perturbs another, saved with every checkpoint."""
         seed = self.args.sampler_seed if self.args.sampler_seed is not None else self.args.seed
         rank = self.args.process_index
         self._sampler_generator = torch.Generator(self.args.device).manual_seed(seed + 7919 * rank)
         self._logprob_generator = torch.Generator(self.args.device).manual_seed(seed + 7919 * rank + 104729)
         self._std_generator = torch.Generator(self.args.device).manual_seed(seed + 7919 * rank + 224737)
 
-        # Per-micro-batch metrics and completion rows, averaged / written at each `log` call.
+    def _init_metrics(self) -> None:
+        """Per-micro-batch metrics and completion rows, averaged / written at each `log` call."""
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._completions = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._phase_seconds = 0.0
-        self._sigterm = SigtermCheckpointCallback(self.accelerator)
-        self.add_callback(self._sigterm)
 
     def train(self, *args, **kwargs):
         """`Trainer.train`; on SIGTERM it saves a checkpoint at the end of the current step, stops, then exits."""

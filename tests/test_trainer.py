@@ -15,7 +15,7 @@ from diffusion_rl.models.tiny import build_tiny_model
 from diffusion_rl.rewards.base import RewardError
 from diffusion_rl.rewards.kl import KLReward
 from diffusion_rl.trainer import DiffusionReinforceTrainer, HubPushError
-from diffusion_rl.trainer_utils import RepeatSampler
+from diffusion_rl.batching import RepeatSampler
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
