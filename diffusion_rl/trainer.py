@@ -43,6 +43,7 @@ from .checks import check_lora_targets, check_mask_token, check_prompt_column, c
 from .completions_table import log_completions_table
 from .config import DiffusionReinforceConfig
 from .data.chat import tokenize_prompts
+from .generator_state import load_generator_states, save_generator_states
 from .logprobs import LogProbOutput, RolloutBatch, estimate_logprobs, logprob_estimator_std
 from .losses import reinforce_loss
 from .model_card import TAGS, write_model_card
@@ -585,21 +586,16 @@ class DiffusionReinforceTrainer(Trainer):
             )
         self.accelerator.wait_for_everyone()
 
-    def _rng_file(self, directory: str) -> str:
-        return os.path.join(directory, f"diffusion_rng_state_{self.args.process_index}.pth")
+    def _generators(self) -> dict[str, torch.Generator]:
+        return {name: getattr(self, f"_{name}_generator") for name in ("sampler", "logprob", "std")}
 
     def _save_rng_state(self, output_dir: str) -> None:
         super()._save_rng_state(output_dir)
-        state = {name: getattr(self, f"_{name}_generator").get_state() for name in ("sampler", "logprob", "std")}
-        torch.save(state, self._rng_file(output_dir))
+        save_generator_states(output_dir, self.args.process_index, self._generators())
 
     def _load_rng_state(self, checkpoint: str | None) -> None:
         super()._load_rng_state(checkpoint)
-        if checkpoint is None or not os.path.isfile(self._rng_file(checkpoint)):
-            return
-        state = torch.load(self._rng_file(checkpoint), weights_only=True)
-        for name, value in state.items():
-            getattr(self, f"_{name}_generator").set_state(value)
+        load_generator_states(checkpoint, self.args.process_index, self._generators())
 
     # ------------------------------------------------------------------ Hub
 
