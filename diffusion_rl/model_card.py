@@ -2,14 +2,18 @@
 
 The metadata follows the Hub's conventions for adapters: `library_name: peft` (so the Hub shows "use with PEFT"),
 `base_model` (only when it is a Hub id: a local path is invalid metadata and goes into the text instead) and tags.
-The body records what a reader needs to reproduce or judge the run: the reward functions with their weights, the
-log-probability estimator, the KL settings and the final logged metrics.
+The body records what a reader needs to reproduce or judge the run: the reward functions with their weights (RL), the
+training recipe (log-probability estimator and KL settings for RL, the answer layout for SFT) and the final logged
+metrics. Both trainers write it: `DiffusionReinforceTrainer` with the defaults, `DiffusionSFTTrainer` with its own
+method, tags and recipe.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
@@ -58,8 +62,12 @@ def build_model_card(
     dataset_name: str | None = None,
     tags: list[str] | None = None,
     is_adapter: bool = True,
+    trainer_name: str = "DiffusionReinforceTrainer",
+    method: str = "REINFORCE",
+    base_tags: list[str] | None = None,
+    recipe: Mapping[str, Any] | None = None,
 ) -> ModelCard:
-    """Build the model card of a `DiffusionReinforceTrainer` run.
+    """Build the model card of a `DiffusionReinforceTrainer` (or, with the last four arguments, another) run.
 
     Args:
         base_model (`str`, *optional*):
@@ -82,9 +90,19 @@ def build_model_card(
             Extra tags added to the default ones.
         is_adapter (`bool`, *optional*, defaults to `True`):
             Whether the saved weights are a PEFT adapter (`library_name: peft`) or a full model (`transformers`).
+        trainer_name (`str`, *optional*, defaults to `"DiffusionReinforceTrainer"`):
+            The trainer named in the text.
+        method (`str`, *optional*, defaults to `"REINFORCE"`):
+            The training method named in the text.
+        base_tags (`list[str]`, *optional*):
+            Default tags (`TAGS` when `None`); `tags` are added to them.
+        recipe (`Mapping[str, Any]`, *optional*):
+            The "Training configuration" table; `None` lists the RL recipe fields of `args`.
     """
     hub_base = base_model if base_model and not os.path.isdir(base_model) else None
-    all_tags = list(dict.fromkeys([*TAGS, *(tags or [])]))
+    all_tags = list(dict.fromkeys([*(TAGS if base_tags is None else base_tags), *(tags or [])]))
+    if recipe is None:
+        recipe = {f: getattr(args, f) for f in _RECIPE_FIELDS if hasattr(args, f)}
     data = ModelCardData(
         library_name="peft" if is_adapter else "transformers",
         base_model=hub_base,
@@ -97,22 +115,27 @@ def build_model_card(
     lines = [
         f"# {title}",
         "",
-        f"A LoRA adapter for the masked diffusion language model `{base_model}`, trained with REINFORCE by "
-        "diffusion_rl (`DiffusionReinforceTrainer`)."
+        f"A LoRA adapter for the masked diffusion language model `{base_model}`, trained with {method} by "
+        f"diffusion_rl (`{trainer_name}`)."
         if is_adapter
-        else f"`{base_model}` fine-tuned with REINFORCE by diffusion_rl (`DiffusionReinforceTrainer`).",
+        else f"`{base_model}` fine-tuned with {method} by diffusion_rl (`{trainer_name}`).",
         "",
-        "## Reward configuration",
-        "",
-        "| reward function | weight |",
-        "|---|---|",
-        *(f"| {name} | {_format(float(weight))} |" for name, weight in zip(reward_names, reward_weights)),
-        "",
+    ]
+    if reward_names:
+        lines += [
+            "## Reward configuration",
+            "",
+            "| reward function | weight |",
+            "|---|---|",
+            *(f"| {name} | {_format(float(weight))} |" for name, weight in zip(reward_names, reward_weights)),
+            "",
+        ]
+    lines += [
         "## Training configuration",
         "",
         "| field | value |",
         "|---|---|",
-        *(f"| {f} | {_format(getattr(args, f))} |" for f in _RECIPE_FIELDS if hasattr(args, f)),
+        *(f"| {name} | {_format(value)} |" for name, value in recipe.items()),
         "",
         "## Final metrics",
         "",
@@ -139,8 +162,8 @@ def build_model_card(
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
 
 
-def write_model_card(trainer, output_dir: str, model_name=None, dataset_name=None, tags=None) -> None:
-    """Write `output_dir/README.md` for a `DiffusionReinforceTrainer` (adapter or full model, metrics so far).
+def write_model_card(trainer, output_dir: str, model_name=None, dataset_name=None, tags=None, **card_kwargs) -> None:
+    """Write `output_dir/README.md` for a trainer of this library (adapter or full model, metrics so far).
 
     Args:
         trainer (`DiffusionReinforceTrainer`):
@@ -153,6 +176,8 @@ def write_model_card(trainer, output_dir: str, model_name=None, dataset_name=Non
             Training dataset id.
         tags (`str` or `list[str]`, *optional*):
             Extra tags.
+        **card_kwargs:
+            Passed to [`build_model_card`] (`trainer_name`, `method`, `base_tags`, `recipe`).
     """
     from peft import PeftModel
 
@@ -169,14 +194,16 @@ def write_model_card(trainer, output_dir: str, model_name=None, dataset_name=Non
     card = build_model_card(
         base_model=base_model,
         model_name=model_name,
-        reward_names=trainer.reward_names,
-        reward_weights=trainer.reward_weights.tolist(),
+        # A trainer without rewards (SFT) gets no reward table.
+        reward_names=getattr(trainer, "reward_names", []),
+        reward_weights=trainer.reward_weights.tolist() if hasattr(trainer, "reward_weights") else [],
         args=trainer.args,
         final_metrics=final,
         hub_model_id=trainer.hub_model_id or trainer.args.hub_model_id,
         dataset_name=dataset_name,
         tags=[tags] if isinstance(tags, str) else tags,
         is_adapter=is_adapter,
+        **card_kwargs,
     )
     os.makedirs(output_dir, exist_ok=True)
     card.save(os.path.join(output_dir, "README.md"))
