@@ -26,6 +26,8 @@ _LAZY = {
     "RewardError": ".rewards.base",
     "DiffusionReinforceConfig": ".config",
     "DiffusionReinforceTrainer": ".trainer",
+    "DiffusionSFTConfig": ".sft_config",
+    "DiffusionSFTTrainer": ".sft_trainer",
     "HubPushError": ".trainer",
     "RolloutBatch": ".logprobs",
     "estimate_logprobs": ".logprobs",
@@ -42,6 +44,8 @@ _LAZY = {
 __all__ = [
     "DiffusionReinforceConfig",
     "DiffusionReinforceTrainer",
+    "DiffusionSFTConfig",
+    "DiffusionSFTTrainer",
     "GenBitReward",
     "HubPushError",
     "KLReward",
@@ -95,4 +99,6 @@ if TYPE_CHECKING:  # for IDEs and type checkers
     from .rewards.base import RewardError
     from .rewards.kl import KLReward
     from .sampling.sampler import MaskedDiffusionSampler, SamplerOutput
+    from .sft_config import DiffusionSFTConfig
+    from .sft_trainer import DiffusionSFTTrainer
     from .trainer import DiffusionReinforceTrainer, HubPushError

@@ -1,0 +1,478 @@
+"""Supervised fine-tuning of a masked diffusion LM on `transformers.Trainer`: `DiffusionSFTTrainer`.
+
+Why not TRL's `SFTTrainer`: it trains next-token prediction (shifted labels, causal attention), which is the wrong
+objective for a mask predictor. This trainer keeps TRL's constructor, dataset formats and defaults, and swaps the
+objective for LLaDA's SFT loss (`diffusion_rl.sft`):
+
+```
+rows (prompt/completion or messages) -> DiffusionSFTCollator -> tokenize_sft_pairs (the RL sampler's layout:
+left-padded chat-templated prompt | answer + EOT + EOS padding to completion_length)
+-> masked_diffusion_sft_loss (t ~ U(0,1), mask answer tokens w.p. p, CE on masked / p) -> backward
+```
+
+Every row is checked when the trainer is built (formats, roles, prompt and answer lengths, the mask token), so a bad
+row fails before the first forward pass, not hours into a run. The masks come from a per-process `torch.Generator`
+saved in every checkpoint, so a resumed run is bit-for-bit the uninterrupted one; evaluation draws from its own
+generator, re-seeded at each `evaluate()`, so eval losses of successive checkpoints share their masks and differ only
+by the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from peft import PeftConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
+from transformers.utils import logging
+
+from .checks import check_lora_targets, check_mask_token
+from .data.chat import tokenize_prompts
+from .generator_state import load_generator_states, save_generator_states
+from .model_card import write_model_card
+from .sft import masked_diffusion_sft_loss, tokenize_sft_pairs
+from .sft_config import DiffusionSFTConfig
+
+__all__ = ["DiffusionSFTCollator", "DiffusionSFTTrainer", "split_sft_example"]
+
+logger = logging.get_logger(__name__)
+
+SFT_TAGS = ["diffusion-rl", "llada", "sft"]
+
+# Config fields shown in the model card (with the resolved completion_length).
+_CARD_FIELDS = (
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_train_epochs",
+    "max_steps",
+    "max_prompt_length",
+    "system_prompt",
+    "mask_eps",
+    "seed",
+)
+
+# Offsets of the per-process generator seeds (primes, as in the RL trainer): ranks draw different masks.
+_RANK_STRIDE = 7919
+_EVAL_OFFSET = 104729
+
+
+def _check_message(message: Any, where: str) -> dict[str, str]:
+    if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+        raise ValueError(f"{where} must be a {{'role': str, 'content': str}} dict, got {message!r:.100}.")
+    if not isinstance(message.get("content"), str):
+        raise ValueError(
+            f"{where} needs string 'content' (multimodal content is not supported), got {message!r:.100}."
+        )
+    return {"role": message["role"], "content": message["content"]}
+
+
+def split_sft_example(
+    row: Mapping[str, Any],
+    where: str = "row",
+    *,
+    prompt_field: str = "prompt",
+    completion_field: str = "completion",
+    messages_field: str = "messages",
+) -> tuple[str | list[dict[str, str]], str]:
+    """One dataset row in any supported format -> `(prompt, answer text)` for `tokenize_sft_pairs`.
+
+    Formats (TRL's): prompt-completion, where the prompt is a string or a list of chat messages and the completion a
+    string or a list holding one assistant message; or conversational `messages`, whose last message is the
+    assistant's answer and the messages before it the prompt. A string prompt is the user message, so the three
+    spellings of the same exchange give the same tokens.
+
+    Args:
+        row (`Mapping[str, Any]`): The dataset row.
+        where (`str`, *optional*, defaults to `"row"`): How errors name the row (e.g. `"train_dataset row 3"`).
+        prompt_field (`str`, *optional*, defaults to `"prompt"`): Prompt column.
+        completion_field (`str`, *optional*, defaults to `"completion"`): Answer column.
+        messages_field (`str`, *optional*, defaults to `"messages"`): Conversation column.
+
+    Returns:
+        `tuple[str | list[dict], str]`: the prompt (string or messages) and the answer text.
+    """
+    if prompt_field in row:
+        if completion_field not in row:
+            raise ValueError(f"{where} has a {prompt_field!r} but no {completion_field!r} column.")
+        prompt, completion = row[prompt_field], row[completion_field]
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise ValueError(f"{where} has an empty prompt; remove the row or give it text.")
+        elif isinstance(prompt, Sequence) and prompt:
+            prompt = [_check_message(m, f"{where}, prompt message {j}") for j, m in enumerate(prompt)]
+        else:
+            raise ValueError(
+                f"{where}: {prompt_field!r} must be a string or a non-empty list of chat messages, "
+                f"got {prompt!r:.100}."
+            )
+        if isinstance(completion, str):
+            return prompt, completion
+        if isinstance(completion, Sequence) and len(completion) == 1:
+            message = _check_message(completion[0], f"{where}, completion message 0")
+            if message["role"] != "assistant":
+                raise ValueError(
+                    f"{where}: the completion message has role {message['role']!r}; it must be 'assistant'."
+                )
+            return prompt, message["content"]
+        raise ValueError(
+            f"{where}: {completion_field!r} must be a string or a list with exactly one assistant message (the answer "
+            f"slot holds one turn), got {completion!r:.100}."
+        )
+    if messages_field in row:
+        messages = row[messages_field]
+        if not isinstance(messages, Sequence) or isinstance(messages, str) or len(messages) < 2:
+            raise ValueError(
+                f"{where}: {messages_field!r} must be a list of at least two chat messages (a prompt, then the "
+                f"assistant's answer), got {messages!r:.100}."
+            )
+        messages = [_check_message(m, f"{where}, message {j}") for j, m in enumerate(messages)]
+        if messages[-1]["role"] != "assistant":
+            raise ValueError(
+                f"{where}: the last message has role {messages[-1]['role']!r}; in the {messages_field!r} format the "
+                "last message must be the assistant's answer."
+            )
+        return messages[:-1], messages[-1]["content"]
+    raise ValueError(
+        f"{where} has neither {prompt_field!r}/{completion_field!r} nor {messages_field!r} (keys: {sorted(row)}); "
+        "rename the columns or set dataset_prompt_field / dataset_completion_field / dataset_messages_field."
+    )
+
+
+class DiffusionSFTCollator:
+    """Dataset rows -> `input_ids`, `attention_mask`, `answer_mask` `(B, P + C)` in the RL sampler's layout.
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`): Chat tokenizer (see `tokenize_sft_pairs`).
+        completion_length (`int`): Answer slot length `C`.
+        max_prompt_length (`int`, *optional*): Longer prompts raise `ValueError`.
+        system_prompt (`str`, *optional*): System message prepended to every prompt.
+        prompt_field (`str`, *optional*, defaults to `"prompt"`): Prompt column (see [`split_sft_example`]).
+        completion_field (`str`, *optional*, defaults to `"completion"`): Answer column.
+        messages_field (`str`, *optional*, defaults to `"messages"`): Conversation column.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        *,
+        completion_length: int,
+        max_prompt_length: int | None = None,
+        system_prompt: str | None = None,
+        prompt_field: str = "prompt",
+        completion_field: str = "completion",
+        messages_field: str = "messages",
+    ):
+        self.tokenizer = tokenizer
+        self.completion_length = completion_length
+        self.max_prompt_length = max_prompt_length
+        self.system_prompt = system_prompt
+        self.fields = {"prompt_field": prompt_field, "completion_field": completion_field}
+        self.fields["messages_field"] = messages_field
+
+    def __call__(self, features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        pairs = [split_sft_example(row, f"batch row {i}", **self.fields) for i, row in enumerate(features)]
+        return tokenize_sft_pairs(
+            self.tokenizer,
+            [prompt for prompt, _ in pairs],
+            [answer for _, answer in pairs],
+            completion_length=self.completion_length,
+            max_prompt_length=self.max_prompt_length,
+            system_prompt=self.system_prompt,
+        )
+
+
+class DiffusionSFTTrainer(Trainer):
+    """Trainer for masked-diffusion SFT (LLaDA's objective) with LoRA or full fine-tuning.
+
+    Args:
+        model (`str` or `PreTrainedModel`):
+            The model to train, or a path / Hub id loaded with `AutoModelForCausalLM.from_pretrained` (importing
+            `diffusion_rl` registers LLaDA). Its config must define `mask_token_id`.
+        args ([`DiffusionSFTConfig`], *optional*):
+            Configuration; defaults to `DiffusionSFTConfig(output_dir="<model name>-DiffusionSFT")`.
+        train_dataset (`datasets.Dataset`, *optional*):
+            Rows in TRL's prompt-completion format (strings or chat messages) or conversational `messages` format
+            (see [`split_sft_example`]); other columns are ignored.
+        eval_dataset (`datasets.Dataset` or `dict[str, datasets.Dataset]`, *optional*):
+            Evaluation dataset(s), same formats; `evaluate()` reports the SFT loss as `eval_loss`.
+        processing_class (`PreTrainedTokenizerBase`, *optional*):
+            Tokenizer with a chat template; loaded from the model's path when omitted.
+        peft_config (`peft.PeftConfig`, *optional*):
+            Adapter configuration: only the adapter trains. Without it every parameter trains (full fine-tuning).
+        callbacks (`list[TrainerCallback]`, *optional*):
+            Extra callbacks.
+        optimizers (`tuple`, *optional*, defaults to `(None, None)`):
+            Optimizer and scheduler (AdamW and the configured schedule when `None`).
+
+    Map-style datasets are checked row by row when the trainer is built (formats, roles, answers longer than
+    `completion_length`, prompts longer than `max_prompt_length`, the mask token inside the text). A streaming
+    (`IterableDataset`) one cannot be scanned: it needs `completion_length` and its rows are checked per batch.
+    """
+
+    _tag_names = SFT_TAGS
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        args: DiffusionSFTConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        peft_config: PeftConfig | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple = (None, None),
+    ):
+        # ---- validate everything that needs no model first ----
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = DiffusionSFTConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-DiffusionSFT")
+        elif not isinstance(args, DiffusionSFTConfig):
+            raise TypeError(f"args must be a DiffusionSFTConfig, got {type(args).__name__}.")
+        if train_dataset is None and eval_dataset is None:
+            raise ValueError("pass a train_dataset (and/or an eval_dataset) with prompt/completion or messages rows.")
+        datasets = {"train_dataset": train_dataset}
+        if isinstance(eval_dataset, dict):
+            datasets.update({f"eval_dataset[{key!r}]": value for key, value in eval_dataset.items()})
+        else:
+            datasets["eval_dataset"] = eval_dataset
+        datasets = {name: value for name, value in datasets.items() if value is not None}
+        if peft_config is not None and isinstance(model, PeftModel):
+            raise ValueError(
+                "model is already a PeftModel and peft_config was given; pass peft_config=None to train its adapter, "
+                "or pass the base model to add a new one."
+            )
+
+        # ---- model, tokenizer ----
+        if isinstance(model, str):
+            import diffusion_rl  # noqa: F401  (registers LLaDA with the Auto classes)
+
+            model = AutoModelForCausalLM.from_pretrained(model)
+        check_mask_token(model)
+        mask_token_id = model.config.mask_token_id
+        if processing_class is None:
+            processing_class = AutoTokenizer.from_pretrained(model.config._name_or_path)
+        self._check_tokenizer(processing_class, mask_token_id)
+        self.mask_token_id = int(mask_token_id)
+
+        # ---- every row, before any compute ----
+        self.completion_length = self._check_datasets(processing_class, args, datasets)
+
+        # ---- adapter ----
+        if peft_config is not None:
+            check_lora_targets(model, getattr(peft_config, "target_modules", None))
+            # The adapter's random init depends only on args.seed (same on every rank), not on the global RNG.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(args.seed)
+                model = get_peft_model(model, peft_config)
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ValueError("the model has no parameter with requires_grad=True: nothing would be trained.")
+
+        collator = DiffusionSFTCollator(
+            processing_class,
+            completion_length=self.completion_length,
+            max_prompt_length=args.max_prompt_length,
+            system_prompt=args.system_prompt,
+            prompt_field=args.dataset_prompt_field,
+            completion_field=args.dataset_completion_field,
+            messages_field=args.dataset_messages_field,
+        )
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        # compute_loss returns a per-micro-batch mean: let Trainer divide it by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+
+        seed = self.args.seed + _RANK_STRIDE * self.args.process_index
+        self._mask_generator = torch.Generator(self.args.device).manual_seed(seed)
+        self._eval_seed = seed + _EVAL_OFFSET
+        self._eval_generator = torch.Generator(self.args.device).manual_seed(self._eval_seed)
+
+    # ------------------------------------------------------------------ validation
+
+    @staticmethod
+    def _check_tokenizer(tokenizer, mask_token_id: int) -> None:
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError(
+                "the tokenizer has no chat_template; prompts are rendered with it exactly as the RL trainer does. Set "
+                "tokenizer.chat_template (e.g. copy it from the model's tokenizer_config.json)."
+            )
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no eos_token_id; LLaDA-style answers are padded with EOS.")
+        if tokenizer.pad_token_id is None:
+            raise ValueError(
+                "the tokenizer has no pad_token_id; set tokenizer.pad_token (it must differ from the mask)."
+            )
+        for name in ("pad_token_id", "eos_token_id"):
+            if getattr(tokenizer, name) == mask_token_id:
+                raise ValueError(
+                    f"tokenizer.{name} is the mask token id {mask_token_id}: the model could not tell padding from "
+                    "masked positions. Use another pad/eos token."
+                )
+        tokenizer_mask = getattr(tokenizer, "mask_token_id", None)
+        if tokenizer_mask is not None and tokenizer_mask != mask_token_id:
+            raise ValueError(
+                f"tokenizer.mask_token_id={tokenizer_mask} but model.config.mask_token_id={mask_token_id}; they must "
+                "be the same token (is this the model's tokenizer?)."
+            )
+
+    def _check_datasets(self, tokenizer, args: DiffusionSFTConfig, datasets: dict[str, Any]) -> int:
+        """Check every row of the map-style datasets; return the completion length to use."""
+        fields = {
+            "prompt_field": args.dataset_prompt_field,
+            "completion_field": args.dataset_completion_field,
+            "messages_field": args.dataset_messages_field,
+        }
+        longest, longest_where = 0, ""
+        answer_lengths: dict[str, list[int]] = {}
+        for name, dataset in datasets.items():
+            if not hasattr(dataset, "__len__"):
+                if args.completion_length is None:
+                    raise ValueError(
+                        f"{name} is a streaming dataset, so the longest answer cannot be measured: set "
+                        "completion_length (the RL sampler's gen_length)."
+                    )
+                logger.warning(f"{name} is a streaming dataset: its rows are checked per batch, not in advance.")
+                continue
+            if len(dataset) == 0:
+                raise ValueError(f"{name} is empty.")
+            columns = getattr(dataset, "column_names", None) or list(dataset[0].keys())
+            if args.dataset_prompt_field in columns and args.dataset_messages_field in columns:
+                raise ValueError(
+                    f"{name} has both a {args.dataset_prompt_field!r} and a {args.dataset_messages_field!r} column; "
+                    "keep one format (prompt/completion or messages), e.g. dataset.remove_columns(...)."
+                )
+            rows = dataset.to_list() if hasattr(dataset, "to_list") else [dataset[i] for i in range(len(dataset))]
+            pairs = [split_sft_example(row, f"{name} row {i}", **fields) for i, row in enumerate(rows)]
+            self._check_prompts(tokenizer, [p for p, _ in pairs], args, name)
+            # The answer as tokenize_sft_pairs lays it out: its tokens, then the EOT.
+            ids = tokenizer([a for _, a in pairs], add_special_tokens=False)["input_ids"]
+            for i, row_ids in enumerate(ids):
+                if self.mask_token_id in row_ids:
+                    raise ValueError(f"{name} row {i}: the answer contains the mask token; remove it from the text.")
+            answer_lengths[name] = [len(row_ids) + 1 for row_ids in ids]
+            i = max(range(len(ids)), key=answer_lengths[name].__getitem__)
+            if answer_lengths[name][i] > longest:
+                longest, longest_where = answer_lengths[name][i], f"{name} row {i}"
+        if args.completion_length is None:
+            return longest
+        for name, lengths in answer_lengths.items():
+            for i, length in enumerate(lengths):
+                if length > args.completion_length:
+                    raise ValueError(
+                        f"{name} row {i}: the answer needs {length} tokens with its EOT but completion_length is "
+                        f"{args.completion_length} (the longest answer, {longest_where}, needs {longest}); raise "
+                        "completion_length or shorten the answer."
+                    )
+        return args.completion_length
+
+    def _check_prompts(self, tokenizer, prompts: list, args: DiffusionSFTConfig, name: str) -> None:
+        """Render every prompt as the collator will (chat template, system prompt, length limit)."""
+        chunk = 256
+        for start in range(0, len(prompts), chunk):
+            part = prompts[start : start + chunk]
+            try:
+                ids = tokenize_prompts(
+                    tokenizer, part, max_prompt_length=args.max_prompt_length, system_prompt=args.system_prompt
+                )["input_ids"]  # (n, P)
+            except (TypeError, ValueError):
+                for j, prompt in enumerate(part):  # find the row, then name it
+                    try:
+                        tokenize_prompts(
+                            tokenizer,
+                            [prompt],
+                            max_prompt_length=args.max_prompt_length,
+                            system_prompt=args.system_prompt,
+                        )
+                    except (TypeError, ValueError) as error:
+                        raise ValueError(f"{name} row {start + j}: {error}") from error
+                raise
+            bad = (ids == self.mask_token_id).any(dim=1).nonzero()
+            if len(bad):
+                raise ValueError(
+                    f"{name} row {start + int(bad[0])}: the prompt contains the mask token; remove it from the text."
+                )
+
+    # ------------------------------------------------------------------ data
+
+    def _set_signature_columns_if_needed(self) -> None:
+        # With remove_unused_columns=True, keep the columns the collator reads (the model's forward takes none).
+        if self._signature_columns is None:
+            args = self.args
+            self._signature_columns = [
+                args.dataset_prompt_field,
+                args.dataset_completion_field,
+                args.dataset_messages_field,
+            ]
+
+    # ------------------------------------------------------------------ loss
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        """LLaDA's SFT loss of one micro-batch (`masked_diffusion_sft_loss`), masks from this process's generator."""
+        generator = self._mask_generator if self.model.training else self._eval_generator
+        loss = masked_diffusion_sft_loss(
+            model,
+            inputs["input_ids"],
+            inputs["answer_mask"],
+            attention_mask=inputs["attention_mask"],
+            mask_token_id=self.mask_token_id,
+            generator=generator,
+            eps=self.args.mask_eps,
+        )
+        return (loss, None) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys=None):
+        """The SFT loss on an eval batch (no logits: a mask predictor's loss needs its own masks)."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """`Trainer.evaluate` with the eval masks re-seeded: every evaluation of a dataset draws the same masks."""
+        self._eval_generator.manual_seed(self._eval_seed)
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        super()._save_rng_state(output_dir)
+        save_generator_states(output_dir, self.args.process_index, {"mask": self._mask_generator})
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        super()._load_rng_state(checkpoint)
+        load_generator_states(checkpoint, self.args.process_index, {"mask": self._mask_generator})
+
+    # ------------------------------------------------------------------ model card
+
+    def _card_kwargs(self) -> dict[str, Any]:
+        recipe = {"completion_length": self.completion_length}
+        recipe.update({name: getattr(self.args, name) for name in _CARD_FIELDS})
+        is_adapter = isinstance(self.accelerator.unwrap_model(self.model), PeftModel)
+        return {
+            "trainer_name": "DiffusionSFTTrainer",
+            "method": "masked-diffusion SFT",
+            "base_tags": [*SFT_TAGS, "lora"] if is_adapter else SFT_TAGS,
+            "recipe": recipe,
+        }
+
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None, **kwargs):
+        """Write `output_dir/README.md`: PEFT metadata, tags, the SFT recipe and final metrics."""
+        if self.is_world_process_zero():
+            write_model_card(self, self.args.output_dir, model_name, dataset_name, tags, **self._card_kwargs())
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            # After PEFT's own README: ours carries the SFT recipe and the metrics.
+            directory = output_dir if output_dir is not None else self.args.output_dir
+            write_model_card(self, directory, **self._card_kwargs())
