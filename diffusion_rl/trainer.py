@@ -70,7 +70,8 @@ class DiffusionReinforceTrainer(Trainer):
             `diffusion_rl` registers LLaDA). Its config must define `mask_token_id`.
         reward_funcs (`Callable` or `list[Callable]`):
             Reward functions with TRL's signature `func(prompts, completions, **kwargs) -> list[float | None]`. The
-            kwargs hold the dataset's other columns, `completion_ids`, `trainer_state` and `kl` (per-sample
+            kwargs hold the dataset's other columns, `completion_ids`, `trainer_state`, TRL's `log_metric` /
+            `log_extra` (a reward logs its own metrics and completions-table columns) and `kl` (per-sample
             KL(policy||base), a `(N,)` tensor or `None` without an adapter) so that [`KLReward`] can reuse it.
         args ([`DiffusionReinforceConfig`], *optional*):
             Configuration; defaults to `DiffusionReinforceConfig(output_dir="<model name>-DiffusionReinforce")`.
@@ -255,6 +256,9 @@ class DiffusionReinforceTrainer(Trainer):
         """Per-micro-batch metrics and completion rows, averaged / written at each `log` call."""
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._completions = {"train": defaultdict(list), "eval": defaultdict(list)}
+        # What the reward functions report through TRL's `log_metric` / `log_extra` kwargs, flushed after scoring.
+        self._pending_metrics: dict[str, list[float]] = defaultdict(list)
+        self._pending_extra: dict[str, list] = defaultdict(list)
         self._phase_seconds = 0.0
 
     def train(self, *args, **kwargs):
@@ -374,6 +378,9 @@ class DiffusionReinforceTrainer(Trainer):
     def _score(self, inputs: dict[str, Any], kl: torch.Tensor | None) -> RewardOutput:
         """Call the reward functions (TRL signature) on the decoded completions.
 
+        Besides the dataset columns, the kwargs are TRL's `completion_ids`, `trainer_state`, `log_metric(name,
+        value)` (a scalar for this batch, averaged over the logging interval and the processes, logged as `name`)
+        and `log_extra(column, values)` (one value per sample, a column of the completions table), plus `kl`.
         Raises [`RewardError`] (a `ValueError` naming the reward) when one raises or returns NaN/inf.
         """
         kwargs = dict(inputs["columns"])
@@ -381,10 +388,20 @@ class DiffusionReinforceTrainer(Trainer):
             ids[m].tolist() for ids, m in zip(inputs["completion_ids"], inputs["completion_mask"])
         ]
         kwargs["trainer_state"] = self.state
+        kwargs["log_metric"] = self._log_metric
+        kwargs["log_extra"] = self._log_extra
         kwargs["kl"] = kl
         return compute_rewards(
             self.reward_funcs, inputs["prompts"], inputs["completions"], self.reward_weights, **kwargs
         )
+
+    def _log_metric(self, name: str, value: float) -> None:
+        """TRL's `log_metric` reward kwarg: record a scalar metric `name` for the batch being scored."""
+        self._pending_metrics[name].append(float(value))
+
+    def _log_extra(self, column: str, values: list) -> None:
+        """TRL's `log_extra` reward kwarg: add `values` (one per sample of the batch) to the completions table."""
+        self._pending_extra[column].extend(values)
 
     def _compute_advantages(self, rewards: torch.Tensor) -> torch.Tensor:
         """Advantages `(N,)` from rewards `(N,)` with the configured baseline (groups are consecutive rows)."""
@@ -488,13 +505,8 @@ class DiffusionReinforceTrainer(Trainer):
         stops = [t for t in (self.eos_token_id, self.eot_token_id) if t is not None]
         terminated = torch.isin(completion_ids, torch.tensor(stops, device=completion_ids.device)).any(1)
         metrics["completions/clipped_ratio"].append(1.0 - gather(terminated.float()).mean().item())
-        # Metrics the reward functions report on this batch (local values, averaged over processes; texts are not
-        # gathered unless the table is logged).
-        reported = self._reward_batch_metrics(inputs["completions_text"])
-        if reported:
-            values = gather(torch.tensor(list(reported.values()), dtype=torch.float32, device=rewards.device)[None])
-            for key, value in zip(reported, values.nanmean(0).tolist()):
-                metrics[key].append(value)
+        self._flush_reward_metrics(metrics, rewards.device)
+        extra = self._flush_reward_extra(len(inputs["prompts"]))
 
         if self.args.log_completions or self.args.num_completions_to_print:
             table = self._completions[mode]
@@ -508,6 +520,8 @@ class DiffusionReinforceTrainer(Trainer):
             table["logp"] += gather(lp.logps.detach().float()).tolist()
             if lp.kl is not None:
                 table["kl"] += gather(lp.kl.detach().float()).tolist()
+            for column, values in extra.items():
+                table[column] += values
 
     def _gather_objects(self, items: list) -> list:
         if self.accelerator.num_processes == 1:
@@ -516,16 +530,40 @@ class DiffusionReinforceTrainer(Trainer):
 
         return gather_object(items)
 
-    def _reward_batch_metrics(self, completions_text: list[str]) -> dict[str, float]:
-        """What the reward functions report on the batch they just scored, through an optional method
-        `batch_metrics(completions: list[str]) -> dict[str, float]` (full metric names, e.g. `bias/genbit`); the
-        first function reporting a key wins. Every process must report the same keys (they run the same rewards)."""
-        out: dict[str, float] = {}
-        for func in self.reward_funcs:
-            report = getattr(func, "batch_metrics", None)
-            if callable(report):
-                for key, value in report(completions_text).items():
-                    out.setdefault(key, float(value))
+    def _flush_reward_metrics(self, metrics: dict[str, list], device: torch.device) -> None:
+        """Average what the rewards passed to `log_metric` for this batch over processes (weighted by how many values
+        each rank recorded, as TRL does) and append it to `metrics`."""
+        names = sorted(self._pending_metrics)
+        if self.accelerator.num_processes > 1:
+            names = sorted({name for keys in self._gather_objects([names]) for name in keys})
+        for name in names:
+            values = self._pending_metrics.get(name, [])
+            stats = torch.tensor([[sum(values), len(values)]], device=device, dtype=torch.float32)
+            stats = self.accelerator.gather(stats)  # (world, 2)
+            total, count = stats.sum(0).tolist()
+            metrics[name].append(total / count if count else math.nan)
+        self._pending_metrics.clear()
+
+    def _flush_reward_extra(self, num_samples: int) -> dict[str, list]:
+        """The `log_extra` columns of this batch, gathered over processes (`None` where a rank logged nothing);
+        empty unless the completions table is logged."""
+        for column, values in self._pending_extra.items():
+            if len(values) != num_samples:
+                raise ValueError(
+                    f"log_extra({column!r}, values) got {len(values)} values for a batch of {num_samples} samples; "
+                    "pass one value per completion."
+                )
+        if not (self.args.log_completions or self.args.num_completions_to_print):
+            self._pending_extra.clear()
+            return {}
+        columns = sorted(self._pending_extra)
+        if self.accelerator.num_processes > 1:
+            columns = sorted({column for keys in self._gather_objects([columns]) for column in keys})
+        out = {}
+        for column in columns:
+            values = list(self._pending_extra.get(column, [None] * num_samples))
+            out[column] = self._gather_objects(values)
+        self._pending_extra.clear()
         return out
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

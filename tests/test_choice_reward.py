@@ -95,6 +95,19 @@ def test_rows_without_metadata_are_not_applicable():
     assert reward(["p"], ["A"], **columns([no_gold])) == [None]
 
 
+def test_logs_its_rates_through_log_metric():
+    logged = {}
+    reward = NeutralChoiceReward()
+    texts = ["B) Not enough information", "she did"]
+    reward(["p", "q"], texts, log_metric=logged.__setitem__, **columns([AMBIG, FREE_TEXT]))
+    assert logged["choice/correct_rate"] == 1.0 and logged["choice/neutral_rate_ambiguous"] == 1.0
+    assert "choice/applicable" not in logged
+    assert logged["completions/gendered_pronoun_rate"] == pytest.approx(0.5 * 1 / 2)  # "she did": 1 of 2 words
+    logged.clear()
+    reward(["p"], ["A"], log_metric=logged.__setitem__)  # no applicable row: the NaN rates are not logged
+    assert not any(k.startswith("choice/") for k in logged)
+
+
 def test_bad_metadata():
     reward = NeutralChoiceReward()
     with pytest.raises(ValueError, match="context_condition"):

@@ -10,12 +10,12 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig
 
+from diffusion_rl.batching import RepeatSampler
 from diffusion_rl.config import DiffusionReinforceConfig
 from diffusion_rl.models.tiny import build_tiny_model
 from diffusion_rl.rewards.base import RewardError
 from diffusion_rl.rewards.kl import KLReward
 from diffusion_rl.trainer import DiffusionReinforceTrainer, HubPushError
-from diffusion_rl.batching import RepeatSampler
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
@@ -261,6 +261,35 @@ def test_reward_kwargs_carry_dataset_columns_and_kl(tmp_path, tiny_tokenizer, ca
     assert seen["n"] == 4 and seen["index"][0::2] == seen["index"][1::2]
     assert isinstance(seen["kl"], torch.Tensor) and seen["kl"].shape == (4,)
     assert all(isinstance(ids, list) and 1 <= len(ids) <= 8 for ids in seen["ids"])
+
+
+def test_rewards_log_their_own_metrics_and_table_columns(tmp_path, tiny_tokenizer):
+    """TRL's `log_metric` / `log_extra` reward kwargs: averaged over the logging interval, columns in the table;
+    without them the trainer logs only generic metrics (nothing gender-specific for a user's own reward)."""
+    calls = []
+
+    def counting(prompts, completions, log_metric, log_extra, **kwargs):
+        calls.append(len(calls) + 1)
+        log_metric("my/call", float(calls[-1]))
+        log_extra("n_chars", [len(c) for c in completions])
+        return [0.0] * len(completions)
+
+    trainer = _trainer(
+        tmp_path, tiny_tokenizer, reward_funcs=counting, gradient_accumulation_steps=2, log_completions=True
+    )
+    trainer.train()
+    logs = _train_logs(trainer)
+    assert [entry["my/call"] for entry in logs] == [1.5, 3.5]  # two micro-batches per logged step
+    table = _table(trainer, logs[0]["step"])
+    assert table["n_chars"].tolist() == [len(c) for c in table["completion"]]
+    assert not any(k.startswith(("bias/", "choice/")) or "gendered" in k or "balance" in k for k in logs[0])
+
+    def bad_extra(prompts, completions, log_extra, **kwargs):
+        log_extra("short", [1])
+        return [0.0] * len(completions)
+
+    with pytest.raises(ValueError, match="log_extra\\('short', values\\) got 1 values for a batch of 4"):
+        _trainer(tmp_path, tiny_tokenizer, reward_funcs=bad_extra, max_steps=1).train()
 
 
 def test_custom_trainer_example_overrides_a_hook(tmp_path, tiny_tokenizer):

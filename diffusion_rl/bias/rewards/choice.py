@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...rewards.base import as_text, check_batch
-from .lexicon import completion_metrics
+from .lexicon import log_completion_metrics
 
 _LETTERS = string.ascii_uppercase
 # "(B)", "[b]" and "b)": explicit option markers, in either case.
@@ -166,7 +166,9 @@ class NeutralChoiceReward:
     Attributes:
         last_metrics (`dict[str, float]`):
             Over the applicable rows of the last batch: ``applicable`` (count), ``correct_rate``, ``unparsable_rate``,
-            ``neutral_rate_ambiguous`` and ``stereotyped_rate_ambiguous`` (NaN when there is no such row).
+            ``neutral_rate_ambiguous`` and ``stereotyped_rate_ambiguous`` (NaN when there is no such row). Through
+            TRL's `log_metric` kwarg the trainer logs the rates as ``choice/<rate>`` (NaN ones skipped) and the
+            lexical rates as ``completions/<rate>``.
     """
 
     name = "neutral_choice"
@@ -177,7 +179,9 @@ class NeutralChoiceReward:
         self.unparsable = float(unparsable)
         self.last_metrics: dict[str, float] = {}
 
-    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], log_metric=None, **kwargs: Any
+    ) -> list[float | None]:
         check_batch(prompts, completions)
         n = len(completions)
         options = _column(kwargs, "question_options", n)
@@ -221,8 +225,9 @@ class NeutralChoiceReward:
             "neutral_rate_ambiguous": ambiguous_neutral / ambiguous if ambiguous else nan,
             "stereotyped_rate_ambiguous": ambiguous_stereo / ambiguous if ambiguous else nan,
         }
+        if log_metric is not None:
+            log_completion_metrics(log_metric, completions)
+            for key, value in self.last_metrics.items():
+                if key != "applicable" and value == value:  # NaN: no applicable row in this batch, nothing to average
+                    log_metric(f"choice/{key}", value)
         return rewards
-
-    def batch_metrics(self, completions: Sequence[str]) -> dict[str, float]:
-        """Metrics the trainer logs for the batch just scored: the lexical rates (`completion_metrics`)."""
-        return completion_metrics(completions)

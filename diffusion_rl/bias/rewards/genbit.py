@@ -33,7 +33,7 @@ from typing import Any
 
 from ...rewards.base import as_text, check_batch
 from ._genbit_compat import GENBIT_LANGUAGES, genbit_lemmatizer
-from .lexicon import completion_metrics
+from .lexicon import log_completion_metrics
 
 _MODES = ("per_text", "corpus")
 _TEXTS = ("completion", "prompt_completion")
@@ -262,7 +262,21 @@ class GenBitReward:
         texts = self._texts(None, texts)
         return self._statistics(self._merge([self._cooccurrences(t) for t in texts]))
 
-    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], log_metric=None, **kwargs: Any
+    ) -> list[float]:
+        """Rewards of a batch; with TRL's `log_metric` kwarg (the trainer passes it) it also reports the batch's
+        lexical rates (`completions/...`), `bias/genbit` (mean per-text score) and, in corpus mode,
+        `bias/genbit_corpus`."""
+        rewards = self._rewards(prompts, completions)
+        if log_metric is not None:
+            log_completion_metrics(log_metric, completions)
+            log_metric("bias/genbit", sum(m["genbit_score"] for m in self.last_metrics) / len(self.last_metrics))
+            if self.last_corpus_metrics is not None:
+                log_metric("bias/genbit_corpus", self.last_corpus_metrics["genbit_score"])
+        return rewards
+
+    def _rewards(self, prompts: Sequence[Any], completions: Sequence[Any]) -> list[float]:
         texts = self._texts(prompts, completions)
         matrices = [self._cooccurrences(t) for t in texts]
         if self.mode == "per_text":
@@ -278,14 +292,3 @@ class GenBitReward:
             without_i = self._statistics(self._merge(matrices[:i] + matrices[i + 1 :]))["genbit_score"]
             rewards.append(without_i - full)
         return rewards
-
-    def batch_metrics(self, completions: Sequence[str]) -> dict[str, float]:
-        """Metrics the trainer logs for the batch just scored: the lexical rates, then the GenBit bias of the last
-        scored batch (``bias/genbit``: mean per-text score; ``bias/genbit_corpus``: corpus score, corpus mode only)."""
-        out = completion_metrics(completions)
-        if self.last_metrics:
-            scores = [m["genbit_score"] for m in self.last_metrics]
-            out["bias/genbit"] = sum(scores) / len(scores)
-            if self.last_corpus_metrics is not None:
-                out["bias/genbit_corpus"] = self.last_corpus_metrics["genbit_score"]
-        return out

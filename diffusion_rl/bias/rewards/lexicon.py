@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ...rewards.base import as_text, check_batch
 from ._genbit_compat import genbit_word_list_dir
@@ -143,13 +143,22 @@ def lexical_metrics(texts: Sequence[str]) -> dict[str, float]:
 
 
 def completion_metrics(completions: Sequence[str]) -> dict[str, float]:
-    """The lexical rates of a batch under the trainer's ``completions/`` prefix (numeric entries of `lexical_metrics`).
-
-    The bias rewards return this from ``batch_metrics``, the hook `DiffusionReinforceTrainer` logs after scoring, so a
-    run with any of them logs ``completions/gendered_pronoun_rate`` etc. (averaged over processes).
-    """
+    """The lexical rates of a batch under the `completions/` prefix (the numeric entries of `lexical_metrics`)."""
     metrics = lexical_metrics(completions)
     return {f"completions/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def log_completion_metrics(log_metric: Callable[[str, float], None] | None, completions: Sequence) -> None:
+    """Report the batch's lexical rates (`completion_metrics`) through TRL's `log_metric` reward kwarg, if given.
+
+    Every bias reward calls it, so a run with any of them logs ``completions/gendered_pronoun_rate`` etc.; with
+    several, the trainer averages identical values. A user's own reward logs nothing gender-specific.
+    """
+    if log_metric is None or not len(completions):
+        return
+    texts = [as_text(c, "completions", i) for i, c in enumerate(completions)]
+    for name, value in completion_metrics(texts).items():
+        log_metric(name, value)
 
 
 class GenderedLanguageReward:
@@ -176,11 +185,9 @@ class GenderedLanguageReward:
         self.pronouns_only = pronouns_only
         self.name = "gendered_pronouns" if pronouns_only else "gendered_language"
 
-    def __call__(self, prompts: list[str], completions: list, **kwargs) -> list[float]:
+    def __call__(self, prompts: list[str], completions: list, log_metric=None, **kwargs) -> list[float]:
         check_batch(prompts, completions)
         rate = gendered_pronoun_rate if self.pronouns_only else gendered_word_rate
-        return [-self.scale * rate(as_text(c, "completion", i)) for i, c in enumerate(completions)]
-
-    def batch_metrics(self, completions: Sequence[str]) -> dict[str, float]:
-        """Metrics the trainer logs for the batch just scored: the lexical rates (`completion_metrics`)."""
-        return completion_metrics(completions)
+        rewards = [-self.scale * rate(as_text(c, "completion", i)) for i, c in enumerate(completions)]
+        log_completion_metrics(log_metric, completions)
+        return rewards
