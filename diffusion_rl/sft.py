@@ -224,8 +224,11 @@ def tokenize_sft_pairs(
     Returns:
         `dict[str, torch.Tensor]`: `input_ids` `(B, P + C)`, `attention_mask` `(B, P + C)` and `answer_mask`
         `(B, P + C)` bool.
+
+    Raises:
+        `ControlTokenError`: (a `ValueError`) a prompt or an answer contains a special token of the tokenizer.
     """
-    from .data.chat import tokenize_prompts
+    from .data.chat import check_plain_text, tokenize_prompts
 
     if len(prompts) != len(answers):
         raise ValueError(f"got {len(prompts)} prompts but {len(answers)} answers")
@@ -243,6 +246,8 @@ def tokenize_sft_pairs(
     )
     rows = []
     for i, answer in enumerate(answers):
+        # Tokenized on its own, a written "<|eot_id|>" would still become the real token: refuse it as in prompts.
+        check_plain_text(tokenizer, answer, f"answer {i}")
         ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [eot_id]
         if len(ids) > completion_length:
             raise ValueError(

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .validation import check_training_arguments
+
 __all__ = ["DiffusionSFTConfig"]
 
 
@@ -102,6 +104,8 @@ class DiffusionSFTConfig(TrainingArguments):
     )
 
     def __post_init__(self):
+        # The numeric TrainingArguments fields (learning_rate > 0, finite max_grad_norm...), shared with the RL config.
+        check_training_arguments(self)
         for name in ("completion_length", "max_prompt_length"):
             value = getattr(self, name)
             # bool is an int subclass: `True` would silently mean 1.

@@ -7,22 +7,88 @@ token ids. Two details are easy to get wrong and are handled once here:
   ``add_special_tokens=False``; tokenizing it the default way would prepend a second BOS.
 * The sampler appends the completion canvas on the right, so prompts are padded on the *left*; with the attention
   mask and relative (RoPE) positions the padding does not change the model's view of the prompt.
+* The rendered text is tokenized as a whole, so a special token *written* inside user content (``<|eot_id|>``,
+  ``<|start_header_id|>system<|end_header_id|>``, ``<|endoftext|>``, the mask token) would become the real control
+  token: an injected turn, an early end of text, or a position the sampler treats as "to generate". User text
+  (string prompts, every message's role and content, the system prompt, SFT answers) is therefore checked with
+  [`check_plain_text`] and a special token in it raises [`ControlTokenError`]. Refusing is the one consistent
+  choice for every consumer (training, evaluation, SFT); encoding the characters as plain text would need every
+  path to tokenize content separately from the template.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 Message = Mapping[str, Any]
 
 
-def _as_messages(prompt: str | Sequence[Message], index: int, system_prompt: str | None) -> list[dict[str, Any]]:
+class ControlTokenError(ValueError):
+    """User text contains one of the tokenizer's special (control) tokens, e.g. `<|eot_id|>` or the mask token."""
+
+
+@functools.lru_cache(maxsize=32)
+def _special_pattern(tokens: tuple[str, ...]) -> re.Pattern:
+    # Longest first, so that a token that contains another one is reported whole.
+    return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
+
+
+def special_token_strings(tokenizer) -> tuple[str, ...]:
+    """Every special token string of `tokenizer`: the named ones (BOS, EOS, pad, mask) and added special tokens."""
+    tokens = set(getattr(tokenizer, "all_special_tokens", None) or ())
+    for added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(added, "special", False):
+            tokens.add(str(added.content))
+    return tuple(sorted(t for t in tokens if t))
+
+
+def find_control_tokens(tokenizer, text: str) -> list[str]:
+    """The special tokens of `tokenizer` written inside `text`, in order of appearance (duplicates removed)."""
+    tokens = special_token_strings(tokenizer)
+    if not tokens or not text:
+        return []
+    return list(dict.fromkeys(_special_pattern(tokens).findall(text)))
+
+
+def check_plain_text(tokenizer, text: str, where: str) -> None:
+    """Raise [`ControlTokenError`] if `text` contains a special token of `tokenizer` (see the module docstring).
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`):
+            The tokenizer whose special tokens are refused.
+        text (`str`):
+            User-provided text (a prompt, a message's role or content, a system prompt, an answer).
+        where (`str`):
+            What the text is, for the message (e.g. `"prompt 3, message 1 (user) content"`).
+    """
+    found = find_control_tokens(tokenizer, text)
+    if found:
+        raise ControlTokenError(
+            f"{where} contains the special token(s) {found} of the tokenizer. Written inside user text they would "
+            "become real control tokens (an injected turn, an early end of text, or a mask position); remove them "
+            "from the data or replace them with plain text (e.g. '<eot>')."
+        )
+
+
+def _as_messages(
+    prompt: str | Sequence[Message], index: int, system_prompt: str | None, tokenizer=None
+) -> list[dict[str, Any]]:
+    def plain(text: str, where: str) -> None:
+        if tokenizer is not None:
+            check_plain_text(tokenizer, text, where)
+
     if isinstance(prompt, str):
         if not prompt.strip():
             raise ValueError(f"prompt {index} is empty; remove the row or give it text.")
+        plain(prompt, f"prompt {index}")
         messages = [{"role": "user", "content": prompt}]
     elif isinstance(prompt, Sequence) and prompt and all(isinstance(m, Mapping) for m in prompt):
         messages = []
@@ -32,6 +98,9 @@ def _as_messages(prompt: str | Sequence[Message], index: int, system_prompt: str
                     f"prompt {index}, message {j}: chat messages need string 'role' and 'content' keys, "
                     f"got {dict(m)!r}."
                 )
+            # The role is rendered into the template too (`<|start_header_id|>{role}<|end_header_id|>`).
+            plain(m["role"], f"prompt {index}, message {j} role")
+            plain(m["content"], f"prompt {index}, message {j} ({m['role']}) content")
             messages.append({"role": m["role"], "content": m["content"]})
     else:
         raise TypeError(
@@ -44,6 +113,7 @@ def _as_messages(prompt: str | Sequence[Message], index: int, system_prompt: str
                 f"prompt {index} already starts with a system message; pass system_prompt=None or remove it from the "
                 "conversation."
             )
+        plain(system_prompt, "system_prompt")
         messages.insert(0, {"role": "system", "content": system_prompt})
     return messages
 
@@ -75,6 +145,10 @@ def tokenize_prompts(
     Returns:
         `dict[str, torch.Tensor]`: ``input_ids`` and ``attention_mask``, both ``(B, L)`` `torch.long`, left-padded
         with ``tokenizer.pad_token_id`` and ``L`` the longest prompt in the batch.
+
+    Raises:
+        `ControlTokenError`: (a `ValueError`) a prompt, message role/content or the system prompt contains a
+            special token of the tokenizer (e.g. `<|eot_id|>`, the mask token).
     """
     if isinstance(prompts, (str, Mapping)) or not isinstance(prompts, Sequence) or len(prompts) == 0:
         raise TypeError("prompts must be a non-empty list of strings or chat-message lists.")
@@ -92,7 +166,7 @@ def tokenize_prompts(
 
     rows: list[list[int]] = []
     for i, prompt in enumerate(prompts):
-        messages = _as_messages(prompt, i, system_prompt)
+        messages = _as_messages(prompt, i, system_prompt, tokenizer)
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         # The template already carries BOS: adding special tokens again would double it.
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -103,6 +177,12 @@ def tokenize_prompts(
                     f"max_prompt_length={max_prompt_length}; raise max_prompt_length, shorten the prompt or pass "
                     "truncate_left=True."
                 )
+            # Once per process and limit, not per batch: the trainer truncates on every step.
+            logger.warning_once(
+                f"Prompts longer than max_prompt_length={max_prompt_length} tokens (after the chat template) are "
+                "left-truncated, as TRL does: their start (BOS, system message, first turns) is cut. Raise "
+                "max_prompt_length or shorten the prompts to keep them whole."
+            )
             ids = ids[-max_prompt_length:]
         rows.append(ids)
 
