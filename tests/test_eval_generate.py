@@ -74,8 +74,21 @@ def test_core_generation_is_the_unscored_half(zero_lora, tiny_tokenizer, dataset
     generated = generate_completions(
         zero_lora, tiny_tokenizer, dataset, temperatures=(0.0, 1.0), sampler_kwargs=SAMPLER, batch_size=4, seed=3
     )
-    columns = ["index", "id", "question_type", "temperature", "variant", "prompt", "completion", "length", "kl"]
+    columns = [
+        "index",
+        "id",
+        "question_type",
+        "temperature",
+        "variant",
+        "prompt",
+        "completion",
+        "length",
+        "ended",
+        "kl",
+    ]
     assert generated.records.columns.tolist() == columns and generated.metrics.empty and not generated.notes
+    # a stop token closed the answer exactly when the kept tokens end before the canvas does, or end on EOS/EOT
+    assert (generated.records["ended"] | (generated.records["length"] == SAMPLER["gen_length"])).all()
     pd.testing.assert_frame_equal(generated.records, zero_result.records[columns])
     assert generated.config == zero_result.config
 
@@ -182,3 +195,22 @@ def test_report_from_real_generations(zero_result, tmp_path):
     first = zero_result.variant("adapter").iloc[0]
     assert "## Examples before and after" in text and first["completion"] in text
     assert "## BBQ-style scores" in text and "## Limitations" in text
+
+
+def test_records_carry_the_requested_metadata(zero_lora, tiny_tokenizer, dataset):
+    generated = generate_completions(
+        zero_lora,
+        tiny_tokenizer,
+        dataset.select(range(3)),
+        sampler_kwargs=SAMPLER,
+        batch_size=2,
+        metadata_columns=["question_options", "gold_option_index", "not_a_column"],
+    )
+    rows = dataset.select(range(3)).to_list()
+    for record in generated.records.to_dict("records"):
+        row = rows[record["index"]]
+        assert record["question_options"] == row["question_options"] and record["not_a_column"] is None
+        if row["gold_option_index"] is None:  # free text: a null (NaN in the frame, null in records.jsonl)
+            assert pd.isna(record["gold_option_index"])
+        else:
+            assert record["gold_option_index"] == row["gold_option_index"]

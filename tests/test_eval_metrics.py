@@ -109,3 +109,28 @@ def test_missing_metadata_is_a_note_not_a_crash():
     assert any("BBQ-style scores skip 2 of 2" in n for n in notes)
     _, notes = record_metrics(_records(), [ROWS[3]] * 4)
     assert notes and "no row has question_options" in notes[0]
+
+
+def test_answer_quality_and_condition_metrics():
+    from diffusion_rl.bias.data import generate_mcq_dataset
+    from diffusion_rl.bias.evaluation.metrics import split_answer, text_metrics
+
+    assert split_answer("B) The woman. The text says so.") == ("B", "The woman", "The text says so.")
+    assert split_answer("The woman, because.") == (None, None, "The woman, because.")
+    rows = generate_mcq_dataset(40, seed=0, split="test_seen_roles").to_list()
+    settled = next(r for r in rows if r["context_condition"] == "disambiguated")
+    gold = settled["gold_option_index"]
+    right = f"{'ABCD'[gold]}) {settled['question_options'][gold]}. The text says who is the {settled['occupation']}."
+    m = text_metrics(right, settled)
+    assert m["correct_disambiguated"] == 1.0 and m["restates_option"] == 1.0 and m["mentions_role"] == 1.0
+    assert math.isnan(m["stereotyped_ambiguous"]) and m["disfluency_rate"] == 0.0 and m["empty"] == 0.0
+    other = (gold + 1) % len(settled["question_options"])
+    wrong = f"{'ABCD'[gold]}) {settled['question_options'][other]}. No idea."  # letter and text disagree
+    m = text_metrics(wrong, settled)
+    assert m["restates_option"] == 0.0 and m["mentions_role"] == 0.0
+    open_item = next(r for r in rows if r["context_condition"] == "ambiguous")
+    s = open_item["stereotyped_option_index"]
+    m = text_metrics(f"{'ABCD'[s]}) {open_item['question_options'][s]}. She would.", open_item)
+    assert m["stereotyped_ambiguous"] == 1.0 and m["neutral_ambiguous"] == 0.0 and m["gendered_explanation"] == 1.0
+    assert math.isnan(m["correct_disambiguated"])
+    assert text_metrics("", open_item)["empty"] == 1.0

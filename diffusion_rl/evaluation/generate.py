@@ -204,19 +204,25 @@ def _generate_batch(
     encoded: Mapping[str, torch.Tensor],
     variant: str,
     generator: torch.Generator,
-) -> tuple[list[str], list[int], torch.Tensor]:
-    """Sample one batch with one arm; returns texts, completion lengths (tokens, incl. EOS) and per-sample KL."""
+) -> tuple[list[str], list[int], list[bool], torch.Tensor]:
+    """Sample one batch with one arm; returns texts, completion lengths (tokens, incl. EOS), whether each completion
+    ended with a stop token inside the canvas, and the per-sample KL."""
     model = sampler.model
     input_ids = encoded["input_ids"].to(generator.device)
     attention_mask = encoded["attention_mask"].to(generator.device)
     with model.disable_adapter() if variant == "base" else contextlib.nullcontext():
         out = sampler.generate(input_ids, attention_mask=attention_mask, generator=generator)
     texts = _decode(tokenizer, out.completion_ids, out.completion_mask)
+    # An answer "ended" when its last kept token is a stop token (EOS/EOT), not because the canvas ran out.
+    stops = torch.tensor(sampler.eos_token_ids + sampler.eot_token_ids, dtype=out.completion_ids.dtype)
+    lengths = out.completion_mask.sum(dim=1)  # (N,)
+    last = out.completion_ids.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0]  # (N,)
+    ended = (lengths > 0) & torch.isin(last.cpu(), stops)
     if variant == "adapter":
         kl = completion_kl(model, input_ids, attention_mask, out.completion_mask, mask_token_id=sampler.mask_token_id)
     else:  # KL(base || base) is exactly 0; the plain "model" arm has no reference to compare with
         kl = torch.zeros(len(texts)) if variant == "base" else torch.full((len(texts),), float("nan"))
-    return texts, out.completion_mask.sum(dim=1).tolist(), kl
+    return texts, lengths.tolist(), ended.tolist(), kl
 
 
 def _iter_batches(n: int, batch_size: int) -> Iterator[tuple[int, slice]]:
@@ -235,6 +241,7 @@ def generate_completions(
     batch_size: int = 8,
     compare_base: bool = True,
     max_prompt_length: int | None = None,
+    metadata_columns: Sequence[str] = (),
 ) -> EvalResult:
     """Generate on `dataset` at each temperature with the adapter (and the base model), without scoring.
 
@@ -256,10 +263,13 @@ def generate_completions(
         batch_size (`int`, *optional*, defaults to `8`): prompts per sampler call.
         compare_base (`bool`, *optional*, defaults to `True`): also generate with the adapter disabled.
         max_prompt_length (`int`, *optional*): passed to `tokenize_prompts` (longer prompts raise).
+        metadata_columns (`Sequence[str]`, *optional*, defaults to `()`): dataset columns copied beside each
+            completion (`None` where a row lacks one), so that `records.jsonl` can be re-scored on its own.
 
     Returns:
         `EvalResult` whose `records` hold the prompts and completions (`index`, `id`, `question_type`,
-        `temperature`, `variant`, `prompt`, `completion`, `length`, `kl`) and whose `metrics` is empty.
+        `temperature`, `variant`, `prompt`, `completion`, `length`, `ended` (a stop token closed the answer inside
+        the canvas), `kl`, and the `metadata_columns`) and whose `metrics` is empty.
     """
     rows = [dict(r) for r in dataset]
     if not rows:
@@ -301,11 +311,12 @@ def generate_completions(
         for variant in variants:
             for batch_index, sl, encoded in batches:
                 generator = torch.Generator(device=device).manual_seed(_batch_seed(seed, t_index, batch_index))
-                texts, lengths, kl = _generate_batch(sampler, tokenizer, encoded, variant, generator)
+                texts, lengths, ended, kl = _generate_batch(sampler, tokenizer, encoded, variant, generator)
                 for offset, (text, length) in enumerate(zip(texts, lengths)):
                     row = rows[sl.start + offset]
                     out_rows.append(
                         {
+                            **{column: row.get(column) for column in metadata_columns},
                             "index": sl.start + offset,
                             "id": row.get("id", sl.start + offset),
                             "question_type": _question_type(row),
@@ -314,6 +325,7 @@ def generate_completions(
                             "prompt": _prompt_text(row["prompt"]),
                             "completion": text,
                             "length": length,
+                            "ended": bool(ended[offset]),
                             "kl": float(kl[offset]),
                         }
                     )

@@ -17,6 +17,25 @@ from ...evaluation.generate import EvalResult, generate_completions
 from ..rewards.genbit import GenBitReward
 from .metrics import record_metrics, summarize
 
+# The row metadata written beside each completion in `records.jsonl`, so that anyone can re-score it on its own.
+RECORD_METADATA = (
+    "id",
+    "question_type",
+    "question_options",
+    "context_condition",
+    "gold_option_index",
+    "stereotyped_option_index",
+    "anti_stereotyped_option_index",
+    "neutral_option_indices",
+    "option_genders",
+    "occupation",
+    "stereotyped_gender",
+    "template_family",
+    "template_id",
+    "scenario_id",
+    "split",
+)
+
 
 def evaluate_model(
     model: torch.nn.Module,
@@ -65,6 +84,7 @@ def evaluate_model(
         batch_size=batch_size,
         compare_base=compare_base,
         max_prompt_length=max_prompt_length,
+        metadata_columns=[c for c in RECORD_METADATA if c not in ("id", "question_type")],
     )
     per_text, notes = record_metrics(generated.records, rows, genbit=genbit)
     records = pd.concat([generated.records, per_text], axis=1)
