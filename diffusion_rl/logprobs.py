@@ -161,12 +161,20 @@ class LogProbOutput:
             `kl_requires_grad=True`.
         entropy (`torch.Tensor` of shape `(N,)`):
             Mean policy entropy (nats) over the scored positions (detached).
+        token_logps (`torch.Tensor` of shape `(N, G)`):
+            Per-token contributions to `logps`, differentiable: `token_logps.sum(-1) == logps`, zero at positions no
+            draw scored. `one_step`: each token's log-probability (mean over draws); `mc_elbo`: the mean over draws
+            of `L / l` times the token's log-probability where the draw masked it; `trajectory`: the token's
+            log-probability at the step that committed it, times `D / num_samples` when steps are sampled. Two calls
+            with generators in the same state give the same masks, hence comparable per-token values (the old and
+            new log-probabilities of a clipped ratio).
     """
 
     logps: torch.Tensor
     draws: torch.Tensor
     kl: torch.Tensor | None
     entropy: torch.Tensor
+    token_logps: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -347,17 +355,19 @@ def one_step(model: torch.nn.Module, batch: RolloutBatch, options: EstimatorOpti
     valid = batch.completion_mask
     masked_completion = torch.full_like(batch.completion_ids, options.mask_token_id)
     acc = _Accumulator(len(batch), valid.device, options.reference is not None)
-    draws = []
+    draws, tokens = [], []
     # Without prompt masking every draw sees the same input: one forward is the exact same estimate.
     for _ in range(options.num_samples if options.prompt_mask_prob > 0 else 1):
         prompt_ids = _mask_prompt(batch, options.prompt_mask_prob, options.mask_token_id, options.generator)
         stats = _score(model, prompt_ids, batch.prompt_mask, masked_completion, batch.completion_ids, valid, options)
         draws.append(stats.logp.sum(-1))
+        tokens.append(stats.logp)
         acc.add(stats, valid)
     draws = torch.stack(draws, dim=-1)  # (N, S) or (N, 1)
+    token_logps = torch.stack(tokens).mean(0)  # (N, G)
     kl, entropy = acc.result()
     expanded = draws.detach().expand(-1, options.num_samples)
-    return LogProbOutput(logps=draws.mean(-1), draws=expanded, kl=kl, entropy=entropy)
+    return LogProbOutput(logps=draws.mean(-1), draws=expanded, kl=kl, entropy=entropy, token_logps=token_logps)
 
 
 def _random_ranks(valid: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -377,7 +387,7 @@ def mc_elbo(model: torch.nn.Module, batch: RolloutBatch, options: EstimatorOptio
     u = (strata + _rand((len(batch), num_strata), generator, valid.device)) / num_strata  # (N, n) in [0, 1)
     num_masked = (u * lengths[:, None]).floor().long() + 1  # (N, n) uniform on 1..L
     acc = _Accumulator(len(batch), valid.device, options.reference is not None)
-    draws = []
+    draws, tokens = [], []
 
     def draw(hidden: torch.Tensor, count: torch.Tensor) -> None:
         prompt_ids = _mask_prompt(batch, options.prompt_mask_prob, mask_id, generator)
@@ -385,7 +395,8 @@ def mc_elbo(model: torch.nn.Module, batch: RolloutBatch, options: EstimatorOptio
         completion_in = batch.completion_ids.masked_fill(hidden | ~valid, mask_id)
         stats = _score(model, prompt_ids, batch.prompt_mask, completion_in, batch.completion_ids, hidden, options)
         weight = lengths / count.clamp(min=1)  # L / l; rows with L = 0 score nothing
-        draws.append(weight * stats.logp.sum(-1))
+        tokens.append(weight[:, None] * stats.logp)  # (N, G)
+        draws.append(tokens[-1].sum(-1))
         acc.add(stats, hidden)
 
     for k in range(num_strata):
@@ -396,8 +407,9 @@ def mc_elbo(model: torch.nn.Module, batch: RolloutBatch, options: EstimatorOptio
             # The complementary half of the same order, sharing the one token at rank l-1: size L-l+1 ~ U{1..L}.
             draw(valid & (ranks >= count[:, None] - 1), lengths - count + 1)
     draws = torch.stack(draws, dim=-1)  # (N, S)
+    token_logps = torch.stack(tokens).mean(0)  # (N, G)
     kl, entropy = acc.result()
-    return LogProbOutput(logps=draws.mean(-1), draws=draws.detach(), kl=kl, entropy=entropy)
+    return LogProbOutput(logps=draws.mean(-1), draws=draws.detach(), kl=kl, entropy=entropy, token_logps=token_logps)
 
 
 def _check_commit_step(batch: RolloutBatch, steps: int | None, block_length: int | None) -> torch.Tensor:
@@ -453,6 +465,7 @@ def trajectory(model: torch.nn.Module, batch: RolloutBatch, options: EstimatorOp
     keys = _rand((num_rows, horizon), options.generator, valid.device).masked_fill(~present, 2.0)
     order = keys.argsort(dim=-1)  # (N, horizon)
     contributions = torch.zeros(num_rows, num_samples, device=valid.device)
+    tokens = torch.zeros(num_rows, valid.shape[1], device=valid.device)  # (N, G) each position scored at most once
     acc = _Accumulator(num_rows, valid.device, options.reference is not None)
     # The number of forwards depends on the configuration only, never on the data: under DeepSpeed ZeRO-3 every
     # forward gathers parameters collectively, so all processes must run the same count. A draw no row needs still
@@ -469,14 +482,16 @@ def trajectory(model: torch.nn.Module, batch: RolloutBatch, options: EstimatorOp
         completion_in = sub.completion_ids.masked_fill(~visible, options.mask_token_id)
         stats = _score(model, sub.prompt_ids, sub.prompt_mask, completion_in, sub.completion_ids, hit, options)
         contributions = contributions.index_put((rows, torch.full_like(rows, j)), stats.logp.sum(-1))
+        tokens = tokens.index_add(0, rows, stats.logp.to(tokens.dtype))
         acc.add(stats, hit, rows)
     scale = num_steps / taken.clamp(min=1)  # D / k: 1 when exact
     logps = scale * contributions.sum(-1)
+    token_logps = scale[:, None] * tokens
     exact = (taken == num_steps)[:, None]
     # Per-draw estimates: the exact value for exact rows, D * (one sampled step) otherwise; their mean is `logps`.
     draws = torch.where(exact, logps.detach()[:, None], num_steps[:, None] * contributions.detach())
     kl, entropy = acc.result()
-    return LogProbOutput(logps=logps, draws=draws, kl=kl, entropy=entropy)
+    return LogProbOutput(logps=logps, draws=draws, kl=kl, entropy=entropy, token_logps=token_logps)
 
 
 ESTIMATORS: dict[str, LogProbEstimator] = {"one_step": one_step, "mc_elbo": mc_elbo, "trajectory": trajectory}

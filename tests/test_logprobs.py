@@ -446,3 +446,54 @@ def test_bad_arguments_raise_early(model, kwargs, error, match):
 def test_trajectory_without_commit_steps_raises(model):
     with pytest.raises(ValueError, match="commit_step"):
         get_estimator("trajectory")(model, make_batch(), EstimatorOptions(mask_token_id=MASK, generator=gen()))
+
+
+PER_TOKEN_CASES = [
+    ("one_step", {}),
+    ("one_step", {"num_samples": 3, "prompt_mask_prob": 0.3}),
+    ("mc_elbo", {"num_samples": 3}),
+    ("mc_elbo", {"num_samples": 4, "antithetic": True}),
+    ("trajectory", {"num_samples": 4, "steps": 4}),  # exact
+    ("trajectory", {"num_samples": 2}),  # sampled steps, rescaled by D / k
+]
+
+
+@pytest.mark.parametrize(("estimator", "kwargs"), PER_TOKEN_CASES)
+def test_per_token_values_sum_to_the_sequence_logps_with_the_same_gradient(estimator, kwargs):
+    """`token_logps` (what the clipped ratios and token-normalised losses use) decomposes `logps` exactly."""
+    peft_model = lora_model(init_b=0.5)
+    batch = make_batch(TRAJECTORY_ROWS, commit_step=TRAJECTORY_STEPS)
+    out = estimate_logprobs(peft_model, batch, estimator=estimator, mask_token_id=MASK, generator=gen(3), **kwargs)
+    assert out.token_logps.shape == batch.completion_ids.shape and out.token_logps.requires_grad
+    torch.testing.assert_close(out.token_logps.sum(-1), out.logps, rtol=0, atol=1e-5)
+    assert torch.equal(out.token_logps[~batch.completion_mask], torch.zeros(int((~batch.completion_mask).sum())))
+    params = [p for n, p in peft_model.named_parameters() if "lora_B" in n]
+    from_sum = torch.autograd.grad(out.token_logps.sum(), params, retain_graph=True)
+    from_logps = torch.autograd.grad(out.logps.sum(), params)
+    for a, b in zip(from_sum, from_logps):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # The same generator state gives the same masks, hence the same per-token values (old vs new log-probs).
+    again = estimate_logprobs(peft_model, batch, estimator=estimator, mask_token_id=MASK, generator=gen(3), **kwargs)
+    torch.testing.assert_close(again.token_logps, out.token_logps, rtol=0, atol=0)
+
+
+def test_one_step_per_token_values_are_the_fully_masked_log_softmax(model):
+    batch = make_batch()
+    out = estimate_logprobs(model, batch, estimator="one_step", mask_token_id=MASK, generator=gen())
+    for row, (prompt, completion, num_valid) in enumerate(ROWS):
+        logp = single_logprobs(model, prompt, [MASK] * len(completion))
+        expected = [logp[i, completion[i]].item() if i < num_valid else 0.0 for i in range(len(completion))]
+        assert out.token_logps[row].tolist() == pytest.approx(expected, abs=1e-5)
+
+
+def test_trajectory_exact_per_token_values_are_the_committing_step_log_probs(model):
+    batch = make_batch(TRAJECTORY_ROWS, commit_step=TRAJECTORY_STEPS)
+    out = estimate_logprobs(
+        model, batch, estimator="trajectory", mask_token_id=MASK, generator=gen(), num_samples=4, steps=4
+    )
+    for row, (prompt, completion, num_valid) in enumerate(TRAJECTORY_ROWS):
+        steps = TRAJECTORY_STEPS[row].tolist()
+        for i in range(len(completion)):
+            canvas = [tok if steps[j] < steps[i] else MASK for j, tok in enumerate(completion)]
+            expected = single_logprobs(model, prompt, canvas)[i, completion[i]].item() if i < num_valid else 0.0
+            assert out.token_logps[row, i].item() == pytest.approx(expected, abs=1e-5)
