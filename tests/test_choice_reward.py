@@ -114,3 +114,23 @@ def test_bad_metadata():
         reward(["p"], ["A"], **columns([{**AMBIG, "context_condition": "unclear"}]))
     with pytest.raises(ValueError, match="has 2 rows for 1"):
         reward(["p"], ["A"], **columns([AMBIG]) | {"context_condition": ["ambiguous", "ambiguous"]})
+
+
+def test_no_lexical_reward_scores_a_wordless_answer_best():
+    from diffusion_rl.bias.rewards.genbit import GenBitReward
+    from diffusion_rl.bias.rewards.lexicon import GenderedLanguageReward
+
+    completions = ["", " ... ", "B) he. He fits best, because most engineers are men.", "B) they. Anyone can."]
+    prompts = ["Who is the engineer?"] * len(completions)
+    for reward in (GenBitReward(), GenderedLanguageReward(), GenderedLanguageReward(pronouns_only=True)):
+        scores = reward(prompts, completions)
+        assert max(scores[:2]) < min(scores[2:]), (reward, scores)
+
+
+def test_gendered_language_can_skip_rows_whose_context_settles_the_gender():
+    from diffusion_rl.bias.rewards.lexicon import GenderedLanguageReward
+
+    reward = GenderedLanguageReward(pronouns_only=True, only_where_gender_is_open=True)
+    scores = reward(["q"] * 3, ["She did.", "She did.", "She did."],
+                    context_condition=["ambiguous", "disambiguated", None])
+    assert scores[1] is None and scores[0] == scores[2] < 0

@@ -90,7 +90,9 @@ def test_per_text_parity_with_fresh_genbit(lemmatizer):
     values = reward(["prompt"] * len(TEXTS), TEXTS)
     for text, value, metrics in zip(TEXTS, values, reward.last_metrics):
         expected = fresh_genbit([text], lemmatizer)
-        assert value == pytest.approx(-expected["genbit_score"], abs=1e-12, rel=0)
+        assert metrics["genbit_score"] == pytest.approx(expected["genbit_score"], abs=1e-12, rel=0)
+        # the reward is -score, except for a text without words (see test_edge_cases_have_defined_values)
+        assert value == (pytest.approx(-expected["genbit_score"], abs=1e-12, rel=0) if text else reward.empty_score)
         extra = expected["additional_metrics"]
         for key in ("avg_bias_conditional", "avg_bias_ratio", "avg_bias_ratio_absolute"):
             assert metrics[key] == pytest.approx(extra[key], abs=1e-12, rel=0)
@@ -102,9 +104,11 @@ def test_per_text_parity_with_fresh_genbit(lemmatizer):
 
 def test_edge_cases_have_defined_values(reward):
     empty, neutral, only_he, he_she = reward(["p"] * 4, ["", TEXTS[1], "he", "he she"])
-    # No gendered word (or no neutral word next to one) means no measurable bias: GenBit's 0, our maximum reward.
-    assert (empty, neutral, only_he, he_she) == (0.0, 0.0, 0.0, 0.0)
-    assert math.copysign(1.0, empty) == 1.0  # +0.0, not -0.0
+    # No gendered word (or no neutral word next to one) means no measurable bias: GenBit's 0, our maximum reward -
+    # except for a text without any word, which GenBit also scores 0 but which must never be the best answer.
+    assert (neutral, only_he, he_she) == (0.0, 0.0, 0.0) and empty == reward.empty_score == -1.0
+    assert reward.last_metrics[0]["genbit_score"] == 0.0  # GenBit's own value is reported unchanged
+    assert math.copysign(1.0, neutral) == 1.0  # +0.0, not -0.0
     assert reward.last_metrics[2]["male_words"] == 1.0 and reward.last_metrics[3]["female_words"] == 1.0
 
 

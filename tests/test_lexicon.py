@@ -62,7 +62,7 @@ def test_lexical_metrics_batch():
         (False, "He is a man.", -4.0 * 2 / 4),  # "he", "man": 2 gendered words of 4
         (True, "He is a man.", -4.0 * 1 / 4),  # only the pronoun counts
         (False, "They would do that job best.", 0.0),
-        (False, "", 0.0),
+        (False, "", -4.0),  # no word at all: the worst score, never the best
     ],
 )
 def test_gendered_language_reward_hand_counts(pronouns_only, text, expected):

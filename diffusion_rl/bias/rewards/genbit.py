@@ -33,7 +33,7 @@ from typing import Any
 
 from ...rewards.base import as_text, check_batch
 from ._genbit_compat import GENBIT_LANGUAGES, genbit_lemmatizer
-from .lexicon import log_completion_metrics
+from .lexicon import has_words, log_completion_metrics
 
 _MODES = ("per_text", "corpus")
 _TEXTS = ("completion", "prompt_completion")
@@ -58,6 +58,11 @@ class GenBitReward:
             Score the ``"completion"`` alone, or ``"prompt_completion"`` (prompt and completion joined by a newline).
         mode (`str`, *optional*, defaults to `"per_text"`):
             ``"per_text"``: each text is its own corpus. ``"corpus"``: leave-one-out attribution over the batch.
+        empty_score (`float`, *optional*, defaults to `-1.0`):
+            Per-text reward of a completion without any word. GenBit itself scores such a text 0 - its best score -
+            which would make saying nothing the cheapest way to an unbiased answer (measured: longer runs of the
+            seed's recipe collapsed to 1-6-token answers). -1 is worse than the per-text scores of the default
+            model's gendered answers (0.3-0.9).
 
     Attributes:
         last_metrics (`list[dict[str, float]]`):
@@ -78,6 +83,7 @@ class GenBitReward:
         lemmatizer: str | None = "auto",
         text: str = "completion",
         mode: str = "per_text",
+        empty_score: float = -1.0,
     ):
         if not isinstance(language_code, str) or language_code.lower() not in GENBIT_LANGUAGES:
             raise ValueError(f"GenBit supports languages {GENBIT_LANGUAGES}, got {language_code!r}.")
@@ -91,6 +97,11 @@ class GenBitReward:
             raise ValueError(f"distance_weight must be in (0, 1], got {distance_weight!r}.")
         if not 0 <= percentile_cutoff <= 100:
             raise ValueError(f"percentile_cutoff must be in [0, 100], got {percentile_cutoff!r}.")
+        if isinstance(empty_score, bool) or not isinstance(empty_score, (int, float)) or not math.isfinite(
+            empty_score
+        ):
+            raise ValueError(f"empty_score must be a finite number, got {empty_score!r}.")
+        self.empty_score = float(empty_score)
         language_code = language_code.lower()
         if lemmatizer == "auto":
             lemmatizer = "lemminflect" if language_code == "en" else None
@@ -282,7 +293,12 @@ class GenBitReward:
         if self.mode == "per_text":
             self.last_metrics = [self._statistics(m) for m in matrices]
             self.last_corpus_metrics = None
-            return [0.0 - abs(m["avg_bias_conditional_absolute"]) for m in self.last_metrics]
+            # GenBit scores a text without words 0, its best score: saying nothing must not be the cheapest answer.
+            completion_texts = [as_text(c, "completions", i) for i, c in enumerate(completions)]
+            return [
+                0.0 - abs(m["avg_bias_conditional_absolute"]) if has_words(t) else self.empty_score
+                for m, t in zip(self.last_metrics, completion_texts)
+            ]
         # _statistics consumes its matrix's rows (GenBit adds its smoothing in place): corpus mode works on copies.
         self.last_metrics = [self._statistics(self._merge([m])) for m in matrices]
         self.last_corpus_metrics = self._statistics(self._merge(matrices))

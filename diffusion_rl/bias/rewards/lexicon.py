@@ -161,6 +161,11 @@ def log_completion_metrics(log_metric: Callable[[str, float], None] | None, comp
         log_metric(name, value)
 
 
+def has_words(text: str) -> bool:
+    """Whether ``text`` has at least one word token (see the module docstring)."""
+    return _WORD.search(text) is not None
+
+
 class GenderedLanguageReward:
     """Reward `-scale * rate` of gendered words (or only gendered pronouns) per completion.
 
@@ -176,18 +181,36 @@ class GenderedLanguageReward:
         pronouns_only (`bool`, *optional*, defaults to `False`):
             Count only gendered pronouns (`gendered_pronoun_rate`) instead of every word in GenBit's male and
             female lists (`gendered_word_rate`).
+        only_where_gender_is_open (`bool`, *optional*, defaults to `False`):
+            Score only rows whose `context_condition` column is not ``"disambiguated"``; the others get `None` (the
+            term does not apply). Where the context settles the gender ("Alex ... said that she ...", "the woman
+            works there as the tailor"), a gendered word can be the right answer, so penalising it would trade
+            accuracy for the metric.
+
+    A completion without any word gets the worst score, `-scale` (as if every word were gendered): saying nothing
+    must never be the cheapest way to use no gendered word.
     """
 
-    def __init__(self, scale: float = 4.0, pronouns_only: bool = False):
+    def __init__(self, scale: float = 4.0, pronouns_only: bool = False, only_where_gender_is_open: bool = False):
         if not scale > 0:
             raise ValueError(f"scale must be > 0, got {scale}.")
         self.scale = float(scale)
         self.pronouns_only = pronouns_only
+        self.only_where_gender_is_open = bool(only_where_gender_is_open)
         self.name = "gendered_pronouns" if pronouns_only else "gendered_language"
 
-    def __call__(self, prompts: list[str], completions: list, log_metric=None, **kwargs) -> list[float]:
+    def __call__(self, prompts: list[str], completions: list, log_metric=None, **kwargs) -> list[float | None]:
         check_batch(prompts, completions)
         rate = gendered_pronoun_rate if self.pronouns_only else gendered_word_rate
-        rewards = [-self.scale * rate(as_text(c, "completion", i)) for i, c in enumerate(completions)]
+        conditions = kwargs.get("context_condition") or [None] * len(completions)
+        rewards: list[float | None] = []
+        for i, completion in enumerate(completions):
+            text = as_text(completion, "completion", i)
+            if self.only_where_gender_is_open and str(conditions[i]).lower().startswith("disambig"):
+                rewards.append(None)
+            elif not has_words(text):
+                rewards.append(-self.scale)
+            else:
+                rewards.append(-self.scale * rate(text))
         log_completion_metrics(log_metric, completions)
         return rewards
