@@ -370,13 +370,6 @@ class DiffusionReinforceConfig(TrainingArguments):
                 f"baseline={self.baseline!r} compares several generations of the same prompt: set "
                 f"num_generations >= 2 (got {self.num_generations}) or use baseline='none' / 'mean'."
             )
-        if self.baseline == "mean" and self.per_device_train_batch_size == 1:
-            # The mean is taken over each process's micro-batch: a batch of one is its own baseline, so A = 0.
-            raise ValueError(
-                "baseline='mean' subtracts the mean reward of each per-device batch, and with "
-                "per_device_train_batch_size=1 every advantage is exactly 0 (nothing is learned). Use "
-                "per_device_train_batch_size >= 2, or baseline='none'."
-            )
 
     def _check_estimator(self) -> None:
         check_int("logprob_samples", self.logprob_samples, minimum=1)
@@ -443,6 +436,14 @@ class DiffusionReinforceConfig(TrainingArguments):
 
     def _check_batch(self) -> None:
         # Needs the device set-up of TrainingArguments.__post_init__ for world_size.
+        rows = self.per_device_train_batch_size * (self.steps_per_generation or 1) * self.world_size
+        if self.baseline == "mean" and rows == 1:
+            # The mean is taken over the generation batch: a batch of one row is its own baseline, so A = 0.
+            raise ValueError(
+                "baseline='mean' subtracts the mean reward of the generation batch, and with "
+                "per_device_train_batch_size=1 (x steps_per_generation=1 x 1 process = 1 row) every advantage is "
+                "exactly 0 (nothing is learned). Use per_device_train_batch_size >= 2, or baseline='none'."
+            )
         global_batch = self.per_device_train_batch_size * self.world_size * self.gradient_accumulation_steps
         if global_batch % self.num_generations:
             raise ValueError(
