@@ -21,6 +21,7 @@ def tiny_job(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("job")
     argv = ["--model_name_or_path", str(tiny_model_dir), "--config", "tiny_cpu.yaml", "--output_dir", str(out)]
     argv += ["--max_steps", "2", "--train_size", "16", "--eval_size", "8", *TINY_RUN]
+    argv += ["--eval_free_text_size", "2", "--eval_unseen_roles_size", "3"]
     report = train_bias.main(argv)
     return out, report
 
@@ -82,7 +83,15 @@ def test_main_job_trains_saves_and_reports(tiny_job):
     out, report = tiny_job
     assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
     saved = json.loads((out / "report.json").read_text())
-    assert saved["train_size"] == 16 and saved["eval_size"] == 8
+    assert saved["train_size"] == 16 and saved["eval_size"] == 8 + 2  # multiple choice + free text
+    assert saved["unseen_roles"]["eval_size"] == 3 and (out / "unseen_roles" / "report.md").is_file()
+    # records.jsonl carries each prompt's metadata beside its completion, so anyone can re-score it
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert {r["question_type"] for r in records} == {"multiple_choice", "free_text"}
+    assert {r["split"] for r in records} == {"test_seen_roles"}
+    for key in ("id", "question_options", "context_condition", "gold_option_index", "stereotyped_option_index",
+                "neutral_option_indices", "occupation", "completion", "variant", "temperature"):
+        assert key in records[0], key
     rows = {r["metric"]: r for r in saved["before_after"]}
     for label in ("gendered-pronoun rate", "GenBit |bias| per text", "KL(adapter || base)", "answer validity"):
         assert label in rows

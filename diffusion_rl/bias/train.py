@@ -14,8 +14,10 @@ the held-out split with the adapter on and off (same seeds) -> print and write t
 from __future__ import annotations
 
 import json
+import math
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,15 @@ RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 # The headline metrics of the before/after table (per-setting means from `diffusion_rl.bias.evaluation.summarize`).
 TABLE_METRICS = {
+    "correct_disambiguated": "accuracy, context settles the answer",
+    "stereotyped_ambiguous": "stereotyped choice, context leaves gender open",
+    "neutral_ambiguous": "neutral/unknown choice, context leaves gender open",
+    "restates_option": "restates the chosen option",
+    "mentions_role": "explanation names the role",
+    "explanation_gendered_pronoun_rate": "gendered-pronoun rate of the explanation",
+    "disfluency_rate": "non-word + repeated-word rate",
+    "empty": "empty answers",
+    "ended": "answer ended (EOT) inside the canvas",
     "gendered_pronoun_rate": "gendered-pronoun rate",
     "pronoun_rate": "pronoun rate (all)",
     "gendered_word_rate": "gendered-word rate",
@@ -44,12 +55,17 @@ class BiasScriptArguments:
     dataset_name: str | None = field(
         default=None,
         metadata={
-            "help": "Training prompts: a JSON/JSONL/CSV/Parquet file or a `datasets` directory with a `prompt` column "
-            "(string or chat messages) or edsl-style `question_text` + `question_options`. Default: the built-in "
-            "synthetic multiple-choice data (`diffusion_rl.bias.data`)."
+            "help": "Training prompts, as in TRL's scripts: a .jsonl/.json/.csv/.parquet file, a `save_to_disk` "
+            "folder, a folder of data files or a Hub dataset id, with a `prompt` column (string or chat messages) or "
+            "edsl-style `question_text` + `question_options`. Default: the built-in synthetic multiple-choice data "
+            "(`diffusion_rl.bias.data`)."
         },
     )
-    dataset_train_split: str = field(default="train", metadata={"help": "Split of `dataset_name` to train on."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Configuration of a Hub dataset."})
+    dataset_train_split: str = field(
+        default="train",
+        metadata={"help": "Split of `dataset_name` to train on, where it has several (a lone file is one split)."},
+    )
     train_size: int = field(
         default=1000,
         metadata={"help": "Size of the synthetic training subset (the seed used 1000, 2000, 3000 and 4000)."},
@@ -68,7 +84,31 @@ class BiasScriptArguments:
             "contexts, the gold one otherwise)."
         },
     )
-    eval_size: int = field(default=64, metadata={"help": "Held-out prompts (test split) for the before/after table."})
+    lexical_rewards_where_gender_is_open: bool = field(
+        default=False,
+        metadata={
+            "help": "Apply the `gendered_language` / `gendered_pronouns` terms only to rows whose context leaves the "
+            "gender open (`context_condition` not 'disambiguated'): where the text states it, a gendered answer "
+            "can be the right one."
+        },
+    )
+    eval_size: int = field(
+        default=128,
+        metadata={
+            "help": "Held-out multiple-choice prompts of the before/after table: unseen sentence frames about the "
+            "training roles (`split='test_seen_roles'`; never a training prompt)."
+        },
+    )
+    eval_free_text_size: int = field(
+        default=32, metadata={"help": "Held-out free-text prompts (same split) added to the before/after table."}
+    )
+    eval_unseen_roles_size: int = field(
+        default=64,
+        metadata={
+            "help": "Multiple-choice prompts of the second, reported evaluation on unseen sentence frames *and* "
+            "unseen roles (`split='test'`, written to `<output_dir>/unseen_roles/`); 0 skips it."
+        },
+    )
     eval_temperatures: list[float] = field(
         default_factory=lambda: [0.0], metadata={"help": "Sampling temperatures of the before/after evaluation."}
     )
@@ -79,13 +119,36 @@ class BiasScriptArguments:
     )
 
 
-def make_parser():
+# The flags most runs touch, listed first in `--help` (the full list follows: every TrainingArguments field works).
+COMMON_FLAGS = (
+    "--config RECIPE.yaml, --model_name_or_path, --output_dir, --max_steps, --dataset_name, --rewards, "
+    "--learning_rate, --per_device_train_batch_size, --num_generations, --max_completion_length, --steps, "
+    "--block_length, --temperature, --eval_size, --skip_eval, --push_to_hub"
+)
+# Console summary line of each log (the raw dicts go to output_dir/train_log.jsonl).
+CONSOLE_METRICS = {
+    "loss": "loss",
+    "reward": "reward",
+    "kl": "kl",
+    "bias/genbit": "genbit",
+    "completions/gendered_pronoun_rate": "gendered pronouns",
+    "choice/correct_rate": "correct",
+    "completions/mean_length": "length",
+}
+# Smallest scaled-down evaluation: a quick try still gets a readable before/after table.
+MIN_SCALED_EVAL_SIZE = 8
+# The before/after evaluation sizes a quick try (`--max_steps` below the recipe's) scales down.
+SCALED_EVAL_FIELDS = ("eval_size", "eval_free_text_size", "eval_unseen_roles_size")
+
+
+def make_parser(prog: str | None = None):
     """`TrlParser` over (script args, `DiffusionReinforceConfig`, `trl.ModelConfig`); `--config recipe.yaml` works."""
     from trl import ModelConfig, TrlParser
 
     from ..config import DiffusionReinforceConfig
 
-    return TrlParser((BiasScriptArguments, DiffusionReinforceConfig, ModelConfig))
+    description = f"{__doc__.splitlines()[0]}\n\nMost used: {COMMON_FLAGS}."
+    return TrlParser((BiasScriptArguments, DiffusionReinforceConfig, ModelConfig), prog=prog, description=description)
 
 
 def default_recipe(argv: list[str]) -> Path | None:
@@ -96,7 +159,7 @@ def default_recipe(argv: list[str]) -> Path | None:
     return RECIPES_DIR / ("paper.yaml" if real_model else "tiny_cpu.yaml")
 
 
-def parse_args(argv: list[str] | None = None):
+def parse_args(argv: list[str] | None = None, prog: str | None = None):
     """Parse the command line; an unknown `--config` path is a clear `FileNotFoundError` before anything loads."""
     argv = list(sys.argv[1:] if argv is None else argv)
     for i, arg in enumerate(argv):  # `--config=path` -> `--config path` (TrlParser only knows the spaced form)
@@ -118,7 +181,7 @@ def parse_args(argv: list[str] | None = None):
             argv[index + 1] = str(packaged)
     else:
         argv = ["--config", str(default_recipe(argv)), *argv]
-    script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
+    script_args, training_args, model_args = make_parser(prog).parse_args_and_config(argv)
     # The job trains a LoRA adapter: `trl.ModelConfig.use_peft` defaults to False, so a user's recipe that does not
     # mention it would otherwise be refused; only an explicit `use_peft: false` / `--use_peft false` is an error.
     config_file = argv[argv.index("--config") + 1]
@@ -127,7 +190,25 @@ def parse_args(argv: list[str] | None = None):
         model_args.use_peft = True
     if str(training_args.resume_from_checkpoint).lower() == "true":  # Trainer's "latest checkpoint in output_dir"
         training_args.resume_from_checkpoint = True
+    scale_evaluation(argv, script_args, training_args, _read_yaml(config_file) or {})
     return script_args, training_args, model_args
+
+
+def _given(argv: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def scale_evaluation(argv: list[str], script_args, training_args, recipe: dict) -> None:
+    """A quick try gets a proportionally smaller before/after evaluation: with `--max_steps` below the recipe's,
+    each evaluation size not given on the command line is scaled by `max_steps / recipe max_steps` (at least
+    `MIN_SCALED_EVAL_SIZE`), so `--max_steps 2` on a 60-step recipe does not spend minutes evaluating."""
+    recipe_steps, steps = recipe.get("max_steps"), training_args.max_steps
+    if not _given(argv, "--max_steps") or not isinstance(recipe_steps, int) or not 0 < steps < recipe_steps:
+        return
+    for name in SCALED_EVAL_FIELDS:
+        size = getattr(script_args, name, None)
+        if isinstance(size, int) and size > 0 and not _given(argv, f"--{name}"):
+            setattr(script_args, name, min(size, max(MIN_SCALED_EVAL_SIZE, math.ceil(size * steps / recipe_steps))))
 
 
 def _read_yaml(path: str) -> dict | None:
@@ -151,20 +232,42 @@ def check_output_dir(output_dir: str) -> Path:
     return path
 
 
+def check_model_args(model_args) -> None:
+    """Refuse the `trl.ModelConfig` options this job cannot honour, before anything loads (a listed flag must work
+    or be refused, never be silently ignored)."""
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        flag = "--load_in_4bit" if model_args.load_in_4bit else "--load_in_8bit"
+        raise ValueError(
+            f"{flag} is not supported: 4/8-bit (bitsandbytes) loading is not wired into this job (the KL term runs "
+            "the same weights with the adapter disabled). Drop the flag; --dtype bfloat16 halves the memory."
+        )
+    if not model_args.use_peft:
+        raise ValueError("the main job trains a LoRA adapter: keep use_peft true (the KL term needs the base model).")
+
+
 def load_model_and_tokenizer(model_args, script_args) -> tuple[Any, Any]:
-    """The embedded default (built on first use, then cached) or a LLaDA checkpoint through `load_llada`."""
+    """The embedded default (built on first use, then cached) or a LLaDA checkpoint through `load_llada`, with the
+    requested `dtype` and `attn_implementation`."""
     import torch
     from transformers import AutoTokenizer
 
     from ..models.llada import CheckpointNotFoundError, load_llada
 
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     if model_args.model_name_or_path is None:
         from .default_model import load_default_model
 
-        return load_default_model(script_args.cache_dir)
+        model, tokenizer = load_default_model(script_args.cache_dir)
+        if dtype not in (None, "auto"):
+            model = model.to(dtype)
+        if model_args.attn_implementation is not None:
+            model.set_attn_implementation(model_args.attn_implementation)
+        return model, tokenizer
     name = model_args.model_name_or_path
-    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
-    model = load_llada(name, dtype=dtype, revision=model_args.model_revision)
+    kwargs = {"dtype": dtype, "revision": model_args.model_revision}
+    if model_args.attn_implementation is not None:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    model = load_llada(name, **kwargs)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, revision=model_args.model_revision)
     except OSError as error:
@@ -175,18 +278,39 @@ def load_model_and_tokenizer(model_args, script_args) -> tuple[Any, Any]:
 def load_datasets(script_args, eval_seed: int):
     """(train, eval) datasets: the user's prompts or the synthetic subset; eval is the held-out synthetic split."""
     from ..data import load_prompt_dataset
-    from .data import generate_mcq_dataset, load_synthetic_subset
+    from .data import load_synthetic_subset
 
     qtype = None if script_args.question_type == "all" else script_args.question_type
     if script_args.dataset_name is None:
         train = load_synthetic_subset(script_args.train_size, seed=script_args.data_seed_subset, question_type=qtype)
     else:
-        train = load_prompt_dataset(script_args.dataset_name, split=script_args.dataset_train_split)
-    eval_set = generate_mcq_dataset(script_args.eval_size, seed=eval_seed, split="test", question_type=qtype)
-    return train, eval_set
+        train = load_prompt_dataset(
+            script_args.dataset_name, split=script_args.dataset_train_split, config_name=script_args.dataset_config
+        )
+    return train, evaluation_sets(script_args, eval_seed)
 
 
-def make_rewards(names: list[str]) -> list:
+def evaluation_sets(script_args, eval_seed: int) -> dict[str, Any]:
+    """The held-out sets: `main` (multiple choice + free text, unseen frames about the training roles) and
+    `unseen_roles` (multiple choice, unseen frames and roles); a set of size 0 is left out."""
+    from datasets import concatenate_datasets
+
+    from .data import generate_mcq_dataset
+
+    parts = [
+        generate_mcq_dataset(n, seed=eval_seed, split="test_seen_roles", question_type=qtype)
+        for n, qtype in ((script_args.eval_size, "multiple_choice"), (script_args.eval_free_text_size, "free_text"))
+        if n > 0
+    ]
+    sets = {"main": concatenate_datasets(parts)} if parts else {}
+    if script_args.eval_unseen_roles_size > 0:
+        sets["unseen_roles"] = generate_mcq_dataset(
+            script_args.eval_unseen_roles_size, seed=eval_seed, split="test", question_type="multiple_choice"
+        )
+    return sets
+
+
+def make_rewards(names: list[str], *, where_gender_is_open: bool = False) -> list:
     from .rewards.choice import NeutralChoiceReward
     from .rewards.genbit import GenBitReward
     from .rewards.lexicon import GenderedLanguageReward
@@ -194,8 +318,10 @@ def make_rewards(names: list[str]) -> list:
     known = {
         "genbit": GenBitReward,
         "neutral_choice": NeutralChoiceReward,
-        "gendered_language": GenderedLanguageReward,
-        "gendered_pronouns": lambda: GenderedLanguageReward(pronouns_only=True),
+        "gendered_language": lambda: GenderedLanguageReward(only_where_gender_is_open=where_gender_is_open),
+        "gendered_pronouns": lambda: GenderedLanguageReward(
+            pronouns_only=True, only_where_gender_is_open=where_gender_is_open
+        ),
     }
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -214,6 +340,8 @@ def before_after_table(metrics) -> list[dict[str, Any]]:
             if key not in group.columns:
                 continue
             before, after = float(by_variant["base"][key]), float(by_variant["adapter"][key])
+            if math.isnan(before) and math.isnan(after):  # does not apply to this question type
+                continue
             rows.append(
                 {
                     "temperature": float(temperature),
@@ -246,24 +374,29 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     Console().print(table)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run the job; returns the report dict also written to `output_dir/report.json`."""
-    script_args, training_args, model_args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, Any]:
+    """Run the job; returns the report dict also written to `output_dir/report.json`.
+
+    The console gets one short line per log and, at the end, where every output went; the raw log dicts go to
+    `output_dir/train_log.jsonl`.
+    """
+    started = time.perf_counter()
+    script_args, training_args, model_args = parse_args(argv, prog)
+    check_model_args(model_args)
     output_dir = check_output_dir(training_args.output_dir)
-    rewards = make_rewards(script_args.rewards)
+    rewards = make_rewards(script_args.rewards, where_gender_is_open=script_args.lexical_rewards_where_gender_is_open)
 
     from trl import get_peft_config
 
+    from ..log_callbacks import use_compact_logging
     from ..trainer import DiffusionReinforceTrainer
 
-    if not model_args.use_peft:
-        raise ValueError("the main job trains a LoRA adapter: keep use_peft true (the KL term needs the base model).")
     if not model_args.lora_target_modules:
         model_args.lora_target_modules = ["q_proj", "k_proj", "v_proj", "o_proj"]  # the seed's (o_proj = attn_out)
     peft_config = get_peft_config(model_args)
 
     model, tokenizer = load_model_and_tokenizer(model_args, script_args)
-    train_dataset, eval_dataset = load_datasets(script_args, eval_seed=training_args.seed)
+    train_dataset, eval_sets = load_datasets(script_args, eval_seed=training_args.seed)
     trainer = DiffusionReinforceTrainer(
         model=model,
         reward_funcs=rewards,
@@ -272,6 +405,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         processing_class=tokenizer,
         peft_config=peft_config,
     )
+    log = use_compact_logging(trainer, CONSOLE_METRICS, output_dir / "train_log.jsonl")
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
 
@@ -281,15 +415,46 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "train_metrics": trainer.state.log_history[-1] if trainer.state.log_history else {},
     }
     if not script_args.skip_eval:
-        report.update(evaluate_before_after(trainer, tokenizer, eval_dataset, script_args, training_args))
+        for name, eval_dataset in eval_sets.items():
+            # the main set's report sits in output_dir itself; the second one in a sub-folder of that name
+            out = training_args.output_dir if name == "main" else str(Path(training_args.output_dir) / name)
+            result = evaluate_before_after(trainer, tokenizer, eval_dataset, script_args, training_args, out)
+            report.update(result) if name == "main" else report.update({name: result})
     if trainer.accelerator.is_main_process:
         (output_dir / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name or "diffusion_rl synthetic MCQ")
+    if trainer.accelerator.is_main_process:
+        print_outputs(output_dir, log.entries, time.perf_counter() - started, training_args)
     return report
 
 
-def evaluate_before_after(trainer, tokenizer, eval_dataset, script_args, training_args) -> dict[str, Any]:
+def print_outputs(output_dir: Path, log_entries: int, seconds: float, training_args) -> None:
+    """Where everything went, with the run time: the last thing the job prints."""
+    minutes, rest = divmod(round(seconds), 60)
+    lines = [f"\nDone in {minutes} min {rest} s. Outputs in {output_dir}/:"]
+    candidates = [
+        ("adapter_model.safetensors", "the LoRA adapter (+ adapter_config.json)"),
+        ("README.md", "model card"),
+        ("train_log.jsonl", f"every logged metric dict ({log_entries} entries)"),
+        ("report.md", "before/after report (+ report.json, comparison.csv, plots/)"),
+        ("records.jsonl", "every evaluation completion, base and adapter"),
+        ("unseen_roles/report.md", "second report: unseen roles"),
+        ("completions", "completions tables (log_completions)"),
+    ]
+    width = max(len(name) for name, _ in candidates)
+    lines += [f"  {name:<{width}}  {text}" for name, text in candidates if (output_dir / name).exists()]
+    checkpoints = sorted(output_dir.glob("checkpoint-*"))
+    if checkpoints:
+        lines.append(f"  {'checkpoint-*':<{width}}  {len(checkpoints)} checkpoint(s), last {checkpoints[-1].name}")
+    if training_args.push_to_hub and training_args.hub_model_id:
+        lines.append(f"  pushed to https://huggingface.co/{training_args.hub_model_id}")
+    print("\n".join(lines))
+
+
+def evaluate_before_after(
+    trainer, tokenizer, eval_dataset, script_args, training_args, output_dir: str | None = None
+) -> dict[str, Any]:
     """Generate on the held-out split with the adapter off (before) and on (after), same seeds; write the report.
 
     Every process generates (under DeepSpeed ZeRO-3 all ranks must run the same forwards); the main one writes.
@@ -314,7 +479,7 @@ def evaluate_before_after(trainer, tokenizer, eval_dataset, script_args, trainin
         print_table(rows)
         report_evaluation(
             result,
-            training_args.output_dir,
+            output_dir or training_args.output_dir,
             log_history=trainer.state.log_history,
             title="diffusion_rl: REINFORCE debiasing, before vs after",
         )
