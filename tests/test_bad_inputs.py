@@ -158,6 +158,19 @@ def _adapter_for_other_base(ctx):
     return load_adapter(copy.deepcopy(ctx.model), ctx.tmp_path / "adapter")
 
 
+def _adapter_of_depth(ctx, layers: int):
+    """An adapter trained on a tiny model with `layers` layers, loaded onto the 2-layer session model."""
+    from peft import LoraConfig, get_peft_model
+
+    from diffusion_rl.evaluation import load_adapter
+    from diffusion_rl.models.tiny import build_tiny_model
+
+    other = build_tiny_model(ctx.tokenizer, seed=0, num_hidden_layers=layers)
+    other.name_or_path = f"org/tiny-{layers}-layers"
+    get_peft_model(other, LoraConfig(r=2, target_modules=TARGETS)).save_pretrained(ctx.tmp_path / "adapter")
+    return load_adapter(copy.deepcopy(ctx.model), ctx.tmp_path / "adapter")
+
+
 def _model_without_mask(ctx):
     from diffusion_rl.models.tiny import build_tiny_model
 
@@ -758,6 +771,26 @@ CASES: list[Case] = [
         _adapter_for_other_base,
     ),
     Case(
+        "adapter-extra-tensors",
+        "models",
+        _error("diffusion_rl.adapter_check", "AdapterMismatchError"),
+        r"16 saved tensor\(s\) have no place in this model .* trained on base model 'org/tiny-4-layers'",
+        "The adapter has tensors the model has no place for (trained on a deeper model: PEFT used to drop them "
+        "with a log line and evaluate another adapter). Also checked when resuming a checkpoint.",
+        "Load the base model named in the message (`adapter_config.json`'s `base_model_name_or_path`).",
+        lambda ctx: _adapter_of_depth(ctx, 4),
+    ),
+    Case(
+        "adapter-missing-tensors",
+        "models",
+        _error("diffusion_rl.adapter_check", "AdapterMismatchError"),
+        r"8 adapter tensor\(s\) of this model are not in the file",
+        "The model expects adapter tensors the file lacks (trained on a shallower model: PEFT used to only warn and "
+        "leave those layers with a fresh LoRA).",
+        "Load the base model named in the message.",
+        lambda ctx: _adapter_of_depth(ctx, 1),
+    ),
+    Case(
         "adapter-missing",
         "models",
         FileNotFoundError,
@@ -827,7 +860,7 @@ CASES: list[Case] = [
         "cli-evaluate-without-adapter",
         "job/CLI",
         SystemExit,
-        r"pass --adapter DIR",
+        r"pass --adapter(_name_or_path)? DIR",
         "`diffusion-rl evaluate` without `--adapter`.",
         "Pass the adapter directory to evaluate (the base arm is the same model with the adapter off).",
         lambda ctx: _cli(ctx, ["evaluate"]),

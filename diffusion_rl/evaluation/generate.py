@@ -23,15 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..adapter_check import AdapterMismatchError, check_adapter_fits
 from ..data.chat import tokenize_prompts
 from ..rewards.kl import token_kl
 from ..sampling.sampler import MaskedDiffusionSampler
 
 MAX_TEMPERATURE = 10.0
-
-
-class AdapterMismatchError(ValueError):
-    """The adapter was trained for a different base model (missing target modules or mismatched shapes)."""
 
 
 def load_adapter(model: torch.nn.Module, adapter_path: str | Path, *, adapter_name: str = "default"):
@@ -47,7 +44,10 @@ def load_adapter(model: torch.nn.Module, adapter_path: str | Path, *, adapter_na
 
     Raises:
         `FileNotFoundError`: no `adapter_config.json` in `adapter_path`.
-        `AdapterMismatchError`: the adapter targets modules the model lacks, or its weight shapes do not match.
+        `AdapterMismatchError`: the adapter targets modules the model lacks, has tensors the model has no place for
+            (e.g. trained on a deeper model), lacks tensors the model expects (a shallower one), or its shapes
+            differ. The message gives the counts and the base model recorded in `adapter_config.json`; `model` is
+            left without the adapter.
     """
     from peft import PeftConfig, PeftModel
 
@@ -74,6 +74,12 @@ def load_adapter(model: torch.nn.Module, adapter_path: str | Path, *, adapter_na
             f"adapter {adapter_path} does not fit this model (base model of the adapter: "
             f"{config.base_model_name_or_path!r}): {err}"
         ) from err
+    try:
+        # PEFT only logs extra tensors (a deeper model's layers) and leaves missing ones at their fresh init.
+        check_adapter_fits(peft_model, adapter_path, adapter_name)
+    except AdapterMismatchError:
+        peft_model.unload()  # give the caller's model back without the injected LoRA layers
+        raise
     return peft_model.eval()
 
 
