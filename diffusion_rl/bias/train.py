@@ -18,6 +18,7 @@ import math
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -384,6 +385,20 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, An
     script_args, training_args, model_args = parse_args(argv, prog)
     check_model_args(model_args)
     output_dir = check_output_dir(training_args.output_dir)
+    # One run per folder, taken before any model is loaded (the trainer takes the same lock again: a no-op).
+    from ..output_lock import acquire_output_dir_lock
+
+    acquire_output_dir_lock(training_args)
+    if not script_args.skip_eval:
+        from ..evaluation.plots import PLOTS_HINT, plots_available
+
+        if not plots_available():  # said now, not after the training: the report is written without plots
+            warnings.warn(
+                f"matplotlib is not installed: the report will have no plots ({PLOTS_HINT} to get them, or "
+                "`diffusion-rl report --eval_dir DIR` afterwards).",
+                UserWarning,
+                stacklevel=2,
+            )
     rewards = make_rewards(script_args.rewards, where_gender_is_open=script_args.lexical_rewards_where_gender_is_open)
 
     from trl import get_peft_config

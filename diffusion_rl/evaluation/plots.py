@@ -39,12 +39,29 @@ class Plot:
     panels: list[str]
 
 
+PLOTS_HINT = "pip install 'diffusion_rl[plots]'"
+
+
+def plots_available() -> bool:
+    """Whether matplotlib (the optional `plots` extra) can be imported.
+
+    Callers that write a report after hours of training check this *first*, and write the report without figures
+    (saying how to get them) rather than crash at the very end.
+    """
+    try:
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _new_figure(num_panels: int, *, panel_size: tuple[float, float] = (4.0, 3.0)):
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as err:  # matplotlib is an optional dependency
-        raise ImportError("plots need matplotlib: pip install 'diffusion_rl[plots]'.") from err
+        raise ImportError(f"plots need matplotlib: {PLOTS_HINT}.") from err
     cols = min(num_panels, 3)
     rows = math.ceil(num_panels / cols)
     fig = Figure(figsize=(panel_size[0] * cols, panel_size[1] * rows), layout="constrained")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ...evaluation.bootstrap import compare
 from ...evaluation.generate import EvalResult
-from ...evaluation.plots import Plot, plot_bias_distribution, plot_training_curves
+from ...evaluation.plots import PLOTS_HINT, Plot, plot_bias_distribution, plot_training_curves, plots_available
 from .metrics import BBQ_COLUMNS
 
 # Per-text columns compared before/after by `report_evaluation` (those present in the records).
@@ -251,7 +251,15 @@ def report_evaluation(
     output_dir = Path(output_dir)
     result.save(output_dir)
     plots: list[Plot] = []
-    if log_history is not None:
+    notes = list(result.notes)
+    # matplotlib is an optional extra: without it the report is written without figures, never lost.
+    draw = plots_available()
+    if not draw:
+        notes.append(
+            f"Plots were skipped: matplotlib is not installed. Install it ({PLOTS_HINT}) and run `diffusion-rl report "
+            f"--eval_dir {output_dir}` to add them."
+        )
+    if log_history is not None and draw:
         plots.append(plot_training_curves(log_history, output_dir / "plots" / "training.png"))
     comparison = None
     variants = set(result.records["variant"])
@@ -261,7 +269,7 @@ def report_evaluation(
             result.variant("base"), result.variant("adapter"), metrics=metrics, num_resamples=num_resamples, seed=seed
         )
         comparison.to_csv(output_dir / "comparison.csv", index=False)
-        for temperature in sorted(set(result.records["temperature"])):
+        for temperature in sorted(set(result.records["temperature"])) if draw else []:
             plots.append(
                 plot_bias_distribution(
                     result.records, output_dir / "plots" / f"bias_T{temperature:g}.png", temperature=temperature
@@ -282,7 +290,7 @@ def report_evaluation(
         comparison=comparison,
         bbq=bbq,
         plots=plots,
-        notes=result.notes,
+        notes=notes,
         settings={**result.config, **(settings or {})},
         num_examples=num_examples,
         title=title,
