@@ -40,8 +40,8 @@ from diffusion_rl.bias.rewards.choice import NeutralChoiceReward
 from diffusion_rl.bias.rewards.genbit import GenBitReward
 from diffusion_rl.config import DiffusionReinforceConfig
 from diffusion_rl.logprobs import RolloutBatch, estimate_logprobs
-from diffusion_rl.losses import reinforce_loss
 from diffusion_rl.models.tiny import build_tiny_model, build_tiny_tokenizer
+from diffusion_rl.objectives import reinforce_loss
 from diffusion_rl.trainer import DiffusionReinforceTrainer
 
 PHASES = ("sampling", "logprob", "reward", "backward")

@@ -31,8 +31,9 @@ _LAZY = {
     "HubPushError": ".trainer",
     "RolloutBatch": ".logprobs",
     "estimate_logprobs": ".logprobs",
-    "compute_advantages": ".advantages",
-    "reinforce_loss": ".losses",
+    "compute_advantages": ".objectives",
+    "policy_loss": ".objectives",
+    "reinforce_loss": ".objectives",
     "generate_mcq_dataset": ".bias.data",
     "load_synthetic_subset": ".bias.data",
     "load_prompt_dataset": ".data",
@@ -68,6 +69,7 @@ __all__ = [
     "load_llada",
     "load_prompt_dataset",
     "load_synthetic_subset",
+    "policy_loss",
     "reinforce_loss",
     "tokenize_prompts",
 ]
@@ -85,7 +87,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for IDEs and type checkers
-    from .advantages import compute_advantages
     from .bias.data import generate_mcq_dataset, load_bbq_gender, load_synthetic_subset
     from .bias.default_model import load_default_model
     from .bias.evaluation import evaluate_model
@@ -94,8 +95,8 @@ if TYPE_CHECKING:  # for IDEs and type checkers
     from .config import DiffusionReinforceConfig
     from .data import load_prompt_dataset, tokenize_prompts
     from .logprobs import RolloutBatch, estimate_logprobs
-    from .losses import reinforce_loss
     from .models.tiny import build_tiny_model, build_tiny_tokenizer
+    from .objectives import compute_advantages, policy_loss, reinforce_loss
     from .rewards.base import RewardError
     from .rewards.kl import KLReward
     from .sampling.sampler import MaskedDiffusionSampler, SamplerOutput

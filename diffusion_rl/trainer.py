@@ -5,18 +5,24 @@ mask predictor (LLaDA predicts the token *at* a masked position from the whole c
 constructor, reward-function signature and metric names, and swaps the maths for diffusion-specific pieces:
 
 ```
-rows -> chat template -> MaskedDiffusionSampler (no grad, adapter ON) -> decode (stop at EOS/EOT)
-     -> log-prob estimator (grad through LoRA; KL to the adapter-disabled base on the *same* masked inputs)
-     -> reward callables (dataset columns + `kl=` as kwargs) -> advantages -> REINFORCE loss -> backward
+generation batch (steps_per_generation micro-batches) -> chat template -> MaskedDiffusionSampler, one call
+     (no grad, adapter ON) -> decode (stop at EOS/EOT) -> split into micro-batches
+  -> before any update, per micro-batch: KL to the adapter-disabled base (kl_in="reward") and, for num_iterations
+     > 1, the old log-probs of every inner iteration, each on its own mask seed
+  -> reward callables (dataset columns + `kl=` as kwargs) -> advantages over the generation batch of all processes
+then per micro-step: log-prob estimator (grad through LoRA; the iteration's mask seed) -> objective -> backward
 ```
 
-The log-probabilities are estimated *before* the rewards because the seed's reward `R = -(bias + 0.1 KL)` needs the
-per-sample KL, which the estimator computes from the same masked forward passes. One call of `compute_loss` is one
-micro-batch; `transformers.Trainer` does the gradient accumulation, AdamW, checkpoints and logging.
+The seed's reward `R = -(bias + 0.1 KL)` needs the per-sample KL before the rewards, so a no-grad estimator pass
+with the reference runs at generation time, on the *same* masks as the gradient pass of the first iteration. One
+call of `compute_loss` is one micro-batch; `transformers.Trainer` does the gradient accumulation, AdamW, checkpoints
+and logging. Generation happens once every `steps_per_generation * num_iterations` micro-steps (TRL's buffering,
+[`diffusion_rl.rollouts`]): the dataloader yields generation batches, repeated by [`RepeatSampler`] for every
+micro-step that uses them.
 
-Each per-device batch holds whole groups: the dataloader repeats every prompt `num_generations` times in a row
-([`RepeatSampler`]) and the per-device batch size must be a multiple of `num_generations`, so the group baselines
-(`rloo`, `group`) and the `mean` baseline are computed on each process's micro-batch, with no collective.
+Each per-device batch holds whole groups (the dataloader repeats every prompt `num_generations` times in a row and
+the per-device batch size must be a multiple of `num_generations`); the advantages are computed on the rewards of
+the whole generation batch gathered from all processes, as TRL does.
 """
 
 from __future__ import annotations
@@ -34,22 +40,19 @@ from peft import PeftConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import logging
-from trl.models import unwrap_model_for_generation
 
-from .advantages import compute_advantages
 from .batching import RepeatSampler, identity_collator
 from .checkpointing import SigtermCheckpointCallback, replace_directory
 from .checks import check_lora_targets, check_mask_token, check_prompt_column, check_reward_funcs, check_whole_groups
 from .completions_table import log_completions_table
 from .config import DiffusionReinforceConfig
-from .data.chat import tokenize_prompts
 from .generator_state import load_generator_states, save_generator_states
 from .logprobs import LogProbOutput, RolloutBatch, estimate_logprobs, logprob_estimator_std
-from .losses import reinforce_loss
 from .model_card import TAGS, write_model_card
+from .objectives import clip_fraction, compute_advantages, policy_loss, reinforce_loss, truncated_completions
 from .rewards.base import RewardOutput, compute_rewards, reward_name
 from .rewards.kl import KLReward
-from .sampling.sampler import MaskedDiffusionSampler, SamplerOutput
+from .rollouts import RolloutMixin, check_generation_batch, seeded_generator
 from .timing import PhaseTimer, peak_memory_mb
 
 logger = logging.get_logger(__name__)
@@ -61,13 +64,13 @@ class HubPushError(ConnectionError):
     """Uploading to the Hugging Face Hub failed (offline, unreachable or not authorised); local files are kept."""
 
 
-class DiffusionReinforceTrainer(Trainer):
+class DiffusionReinforceTrainer(RolloutMixin, Trainer):
     """Trainer for REINFORCE fine-tuning (LoRA by default) of masked diffusion language models such as LLaDA.
 
     Args:
         model (`str` or `PreTrainedModel`):
-            The model to train, or a path / Hub id loaded with `AutoModelForCausalLM.from_pretrained` (importing
-            `diffusion_rl` registers LLaDA). Its config must define `mask_token_id`.
+            The model to train, or a path / Hub id loaded with `AutoModelForCausalLM.from_pretrained` (LLaDA is
+            registered with the Auto classes). Its config must define `mask_token_id`.
         reward_funcs (`Callable` or `list[Callable]`):
             Reward functions with TRL's signature `func(prompts, completions, **kwargs) -> list[float | None]`. The
             kwargs hold the dataset's other columns, `completion_ids`, `trainer_state`, TRL's `log_metric` /
@@ -166,6 +169,7 @@ class DiffusionReinforceTrainer(Trainer):
         check_prompt_column(train_dataset, "train_dataset")
         check_prompt_column(eval_dataset, "eval_dataset")
         check_whole_groups(args, has_eval_dataset=eval_dataset is not None)
+        check_generation_batch(args, train_dataset)
 
     @staticmethod
     def _check_push_to_hub(args: DiffusionReinforceConfig) -> None:
@@ -179,7 +183,7 @@ class DiffusionReinforceTrainer(Trainer):
     def _load_model(model: str | PreTrainedModel) -> PreTrainedModel:
         """The model (loaded with `AutoModelForCausalLM` from a path / Hub id); its config must define a mask token."""
         if isinstance(model, str):
-            import diffusion_rl  # noqa: F401  (registers LLaDA with the Auto classes)
+            from . import models  # noqa: F401  (registers LLaDA with the Auto classes)
 
             model = AutoModelForCausalLM.from_pretrained(model)
         check_mask_token(model)
@@ -260,17 +264,18 @@ class DiffusionReinforceTrainer(Trainer):
         self._pending_metrics: dict[str, list[float]] = defaultdict(list)
         self._pending_extra: dict[str, list] = defaultdict(list)
         self._phase_seconds = 0.0
+        # The micro-batches of the current generation and the micro-step counter (see diffusion_rl.rollouts).
+        self._buffered_inputs: list[dict[str, Any]] | None = None
+        self._step = 0
+        self._eval_rollouts = False
 
     def train(self, *args, **kwargs):
         """`Trainer.train`; on SIGTERM it saves a checkpoint at the end of the current step, stops, then exits."""
+        self._buffered_inputs = None  # rollouts of an earlier `train()` call are stale
         with self._sigterm.installed():
             return super().train(*args, **kwargs)
 
     # ------------------------------------------------------------------ data
-
-    def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler:
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        return RepeatSampler(dataset, self.args.num_generations, shuffle=True, seed=self.args.seed)
 
     def _get_eval_sampler(self, eval_dataset) -> torch.utils.data.Sampler:
         return RepeatSampler(eval_dataset, self.args.num_generations, shuffle=False)
@@ -282,66 +287,6 @@ class DiffusionReinforceTrainer(Trainer):
     def _get_collator_with_removed_columns(self, data_collator, description: str | None = None):
         return data_collator
 
-    # ------------------------------------------------------------------ rollout
-
-    def _prepare_inputs(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        """Tokenize the prompts, sample completions and decode them (no grad)."""
-        mode = "train" if self.model.training else "eval"
-        device = self.accelerator.device
-        prompts = [row["prompt"] for row in inputs]
-        columns = {key: [row[key] for row in inputs] for key in inputs[0] if key != "prompt"}
-        encoded = tokenize_prompts(self.processing_class, prompts, max_prompt_length=self.args.max_prompt_length)
-        prompt_ids = encoded["input_ids"].to(device)  # (N, P)
-        prompt_mask = encoded["attention_mask"].to(device)  # (N, P)
-
-        with PhaseTimer(device) as timer, torch.no_grad():
-            # Under ZeRO-3 this gathers the sharded weights once per rollout, not once per denoising step.
-            with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as unwrapped:
-                was_training = unwrapped.training
-                unwrapped.eval()
-                try:
-                    out = self._sample(unwrapped, prompt_ids, prompt_mask)
-                finally:
-                    unwrapped.train(was_training)
-        self._phase_seconds = timer.seconds
-        self._metrics[mode]["time/sampling"].append(timer.seconds)
-        if timer.peak_mb is not None:
-            self._metrics[mode]["memory/peak_mb/sampling"].append(timer.peak_mb)
-
-        completion_mask = out.completion_mask.bool()  # (N, G)
-        completions_text = [
-            self.processing_class.decode(ids[mask].tolist(), skip_special_tokens=True)
-            for ids, mask in zip(out.completion_ids, completion_mask)
-        ]
-        if prompts and not isinstance(prompts[0], str):
-            # Conversational prompts get conversational completions, as in TRL.
-            completions = [[{"role": "assistant", "content": text}] for text in completions_text]
-        else:
-            completions = completions_text
-        return {
-            "prompts": prompts,
-            "completions": completions,
-            "completions_text": completions_text,
-            "columns": columns,
-            "prompt_ids": prompt_ids,
-            "prompt_mask": prompt_mask,
-            "completion_ids": out.completion_ids,
-            "completion_mask": completion_mask,
-            "commit_step": out.commit_step,
-        }
-
-    def _sample(self, model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> SamplerOutput:
-        """Sample completions for a left-padded prompt batch `(N, P)` with the (unwrapped) policy, adapter on."""
-        sampler = MaskedDiffusionSampler(
-            model,
-            mask_token_id=self.mask_token_id,
-            **self.args.sampler_kwargs(),
-            eos_token_id=self.eos_token_id,
-            eot_token_id=self.eot_token_id,
-            pad_token_id=self.pad_token_id,
-        )
-        return sampler.generate(prompt_ids, attention_mask=prompt_mask, generator=self._sampler_generator)
-
     # ------------------------------------------------------------------ scoring and maths (overridable hooks)
 
     def _reference(self):
@@ -349,14 +294,18 @@ class DiffusionReinforceTrainer(Trainer):
         unwrapped = self.accelerator.unwrap_model(self.model)
         return unwrapped.disable_adapter if isinstance(unwrapped, PeftModel) else None
 
-    def _estimate_logprobs(self, model, batch: RolloutBatch) -> LogProbOutput:
-        """Sequence log-probabilities `(N,)` with grad, per-draw estimates, KL to the base and entropy."""
+    def _estimate_logprobs(
+        self, model, batch: RolloutBatch, generator: torch.Generator | None = None, with_kl: bool = True
+    ) -> LogProbOutput:
+        """Sequence and per-token log-probabilities with grad (where enabled), per-draw estimates, entropy, and the KL
+        to the base (`with_kl` and a PEFT model). `generator` sets the masks (the trainer passes the iteration's mask
+        seed); defaults to the trainer's log-prob stream."""
         return estimate_logprobs(
             model,
             batch,
-            generator=self._logprob_generator,
+            generator=self._logprob_generator if generator is None else generator,
             recompute=self.args.logprob_recompute,
-            reference=self._reference(),
+            reference=self._reference() if with_kl else None,
             kl_estimator=self.args.kl_estimator,
             # The KL needs a graph only when it is a loss term.
             kl_requires_grad=self.args.kl_in == "loss",
@@ -404,49 +353,78 @@ class DiffusionReinforceTrainer(Trainer):
         self._pending_extra[column].extend(values)
 
     def _compute_advantages(self, rewards: torch.Tensor) -> torch.Tensor:
-        """Advantages `(N,)` from rewards `(N,)` with the configured baseline (groups are consecutive rows)."""
-        return compute_advantages(rewards, num_generations=self.args.num_generations, baseline=self.args.baseline)
+        """Advantages `(N,)` from rewards `(N,)`: `baseline` then `scale_rewards` (groups are consecutive rows)."""
+        return compute_advantages(
+            rewards,
+            num_generations=self.args.num_generations,
+            baseline=self.args.baseline,
+            scale_rewards=self.args.scale_rewards,
+        )
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
-        """REINFORCE loss of one micro-batch: `-(1/M) sum_i log p_i A_i` (+ `kl_coef * mean(KL)` if `kl_in="loss"`)."""
+        """Policy-gradient loss of one micro-batch: the seed's `-(1/M) sum_i log p_i A_i` by default, or the
+        configured `loss_type`, clipped ratio (`num_iterations > 1`) and KL term (`kl_in="loss"`); see
+        [`diffusion_rl.objectives`]."""
         mode = "train" if self.model.training else "eval"
         device = self.accelerator.device
-        batch = RolloutBatch(
-            prompt_ids=inputs["prompt_ids"],
-            prompt_mask=inputs["prompt_mask"],
-            completion_ids=inputs["completion_ids"],
-            completion_mask=inputs["completion_mask"],
-            commit_step=inputs["commit_step"],
-        )
+        batch = self._rollout_batch(inputs)
+        iteration = inputs.get("iteration", 0)
+        generator = seeded_generator(inputs["mask_seeds"][iteration], device)  # the masks of the old log-probs
+        kl_in_loss = self.args.kl_in == "loss"
         with PhaseTimer(device) as t_logprob:
-            lp = self._estimate_logprobs(model, batch)
-        kl = lp.kl.detach() if lp.kl is not None else None
-        with PhaseTimer(device) as t_reward:
-            scored = self._score(inputs, kl)
-        rewards = scored.total.to(device=device, dtype=torch.float32)  # (N,)
-        advantages = self._compute_advantages(rewards).detach()  # (N,)
-        kl_in_loss = self.args.kl_in == "loss" and lp.kl is not None
-        loss = reinforce_loss(
-            lp.logps,
-            advantages,
-            kl=lp.kl if kl_in_loss else None,
-            kl_coef=self.args.kl_coef if kl_in_loss else 0.0,
-        )
+            lp = self._estimate_logprobs(model, batch, generator=generator, with_kl=kl_in_loss)
+        old = inputs["old_token_logps"][iteration]
+        if old is None and self.args.num_iterations > 1 and mode == "train" and lp.token_logps is not None:
+            old = lp.token_logps.detach()  # iteration 0 runs before any update of this generation
+        advantages = inputs["advantages"]
+        kl_term = lp.kl if kl_in_loss and lp.kl is not None else None
+        if lp.token_logps is None and self.args.loss_type == "reinforce" and old is None:
+            # An estimator that only returns sequence log-probabilities still supports the seed's loss.
+            loss = reinforce_loss(
+                lp.logps, advantages, kl=kl_term, kl_coef=self.args.kl_coef if kl_term is not None else 0.0
+            )
+        elif lp.token_logps is None:
+            raise ValueError(
+                f"loss_type={self.args.loss_type!r} / num_iterations={self.args.num_iterations} need per-token "
+                "log-probabilities, but the estimator returned LogProbOutput.token_logps=None."
+            )
+        else:
+            loss = policy_loss(
+                lp.token_logps,
+                inputs["loss_mask"],
+                advantages,
+                loss_type=self.args.loss_type,
+                old_token_logps=old,
+                epsilon=self.args.epsilon,
+                epsilon_high=self.args.epsilon_high,
+                kl=kl_term,
+                kl_coef=self.args.kl_coef if kl_term is not None else 0.0,
+                max_completion_length=self.args.max_completion_length,
+                num_items=inputs.get("num_items"),
+            )
 
-        self._phase_seconds += t_logprob.seconds + t_reward.seconds
+        self._phase_seconds += t_logprob.seconds
         metrics = self._metrics[mode]
         metrics["time/logprob"].append(t_logprob.seconds)
-        metrics["time/reward"].append(t_reward.seconds)
         if t_logprob.peak_mb is not None:
             metrics["memory/peak_mb/logprob"].append(t_logprob.peak_mb)
-        self._record_metrics(mode, inputs, scored, rewards, advantages, lp)
+        if old is not None:
+            fraction = clip_fraction(
+                lp.token_logps, old, inputs["loss_mask"], advantages, loss_type=self.args.loss_type,
+                epsilon=self.args.epsilon, epsilon_high=self.args.epsilon_high,
+            )  # fmt: skip
+            metrics["clip_ratio/region_mean"].append(self.accelerator.gather(fraction.reshape(1)).mean().item())
+        self._record_metrics(mode, inputs, lp, first_iteration=iteration == 0)
         if mode == "train" and self._should_measure_estimator_std():
             metrics["logprob/estimator_std"].append(self._estimator_std(model, batch))
-        return (loss, {"rewards": rewards, "advantages": advantages, "logps": lp.logps}) if return_outputs else loss
+        outputs = {"rewards": inputs["rewards"], "advantages": advantages, "logps": lp.logps}
+        return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
         start = time.perf_counter()
+        self._phase_seconds = 0.0  # the timed phases of this micro-step (sampling only when it generates)
         loss = super().training_step(model, inputs, num_items_in_batch)
+        self._step += 1
         # The backward pass is what remains of the step once the timed phases are taken out.
         self._metrics["train"]["time/backward"].append(max(time.perf_counter() - start - self._phase_seconds, 0.0))
         self._metrics["train"]["memory/peak_mb"].append(peak_memory_mb(self.accelerator.device))
@@ -474,9 +452,21 @@ class DiffusionReinforceTrainer(Trainer):
         )
         return self.accelerator.gather(std.reshape(1).float()).mean().item()
 
-    def _record_metrics(self, mode, inputs, scored: RewardOutput, rewards, advantages, lp: LogProbOutput) -> None:
+    def _record_metrics(self, mode: str, inputs: dict[str, Any], lp: LogProbOutput, first_iteration: bool) -> None:
+        """Log-prob metrics of every pass; reward, completion and table rows once per rollout (its first iteration)."""
         metrics = self._metrics[mode]
         gather = self.accelerator.gather
+        # With kl_in="reward" the KL comes from the generation-time pass (what the rewards saw).
+        kl = lp.kl if lp.kl is not None else (inputs["kl"] if first_iteration else None)
+        if kl is not None:
+            metrics["kl"].append(gather(kl.detach().float()).mean().item())
+        if lp.entropy is not None:
+            metrics["entropy"].append(gather(lp.entropy.detach().float()).mean().item())
+        metrics["logprob/mean"].append(gather(lp.logps.detach().float()).mean().item())
+        if not first_iteration:
+            return
+
+        rewards, advantages = inputs["rewards"], inputs["advantages"]
         all_rewards = gather(rewards)  # (N * world,)
         metrics["reward"].append(all_rewards.mean().item())
         group = self.args.num_generations
@@ -485,17 +475,12 @@ class DiffusionReinforceTrainer(Trainer):
             metrics["reward_std"].append(all_rewards.view(-1, group).std(dim=1).mean().item())
         else:
             metrics["reward_std"].append(all_rewards.std().item() if all_rewards.numel() > 1 else 0.0)
-        per_func = gather(scored.per_func.to(rewards.device, torch.float32))  # (N * world, K)
-        for k, name in enumerate(scored.names):
+        per_func = gather(inputs["rewards_per_func"])  # (N * world, K)
+        for k, name in enumerate(inputs["reward_names"]):
             column = per_func[:, k]
             valid = column[~torch.isnan(column)]
             metrics[f"rewards/{name}/mean"].append(valid.mean().item() if valid.numel() else math.nan)
             metrics[f"rewards/{name}/std"].append(valid.std().item() if valid.numel() > 1 else math.nan)
-        if lp.kl is not None:
-            metrics["kl"].append(gather(lp.kl.detach().float()).mean().item())
-        if lp.entropy is not None:
-            metrics["entropy"].append(gather(lp.entropy.detach().float()).mean().item())
-        metrics["logprob/mean"].append(gather(lp.logps.detach().float()).mean().item())
 
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
         lengths = gather(completion_mask.sum(1).float())
@@ -503,9 +488,10 @@ class DiffusionReinforceTrainer(Trainer):
         metrics["completions/min_length"].append(lengths.min().item())
         metrics["completions/max_length"].append(lengths.max().item())
         stops = [t for t in (self.eos_token_id, self.eot_token_id) if t is not None]
-        terminated = torch.isin(completion_ids, torch.tensor(stops, device=completion_ids.device)).any(1)
+        terminated = ~truncated_completions(completion_ids, stops)
         metrics["completions/clipped_ratio"].append(1.0 - gather(terminated.float()).mean().item())
-        self._flush_reward_metrics(metrics, rewards.device)
+        # The log_extra columns of these rows (captured at scoring time, split per micro-batch).
+        self._pending_extra.update(inputs["reward_extra"])
         extra = self._flush_reward_extra(len(inputs["prompts"]))
 
         if self.args.log_completions or self.args.num_completions_to_print:
@@ -513,13 +499,13 @@ class DiffusionReinforceTrainer(Trainer):
             table["step"] += [self.state.global_step] * len(all_rewards)
             table["prompt"] += self._gather_objects([str(p) for p in inputs["prompts"]])
             table["completion"] += self._gather_objects(inputs["completions_text"])
-            for k, name in enumerate(scored.names):
+            for k, name in enumerate(inputs["reward_names"]):
                 table[f"rewards/{name}"] += per_func[:, k].tolist()
             table["reward"] += all_rewards.tolist()
             table["advantage"] += gather(advantages).tolist()
             table["logp"] += gather(lp.logps.detach().float()).tolist()
-            if lp.kl is not None:
-                table["kl"] += gather(lp.kl.detach().float()).tolist()
+            if kl is not None:
+                table["kl"] += gather(kl.detach().float()).tolist()
             for column, values in extra.items():
                 table[column] += values
 

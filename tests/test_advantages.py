@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from diffusion_rl.advantages import compute_advantages
+from diffusion_rl.objectives import compute_advantages
 
 REWARDS = torch.tensor([1.0, 3.0, 2.0, -2.0, 0.0, 4.0])  # two prompts x three generations
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from diffusion_rl.losses import reinforce_loss
+from diffusion_rl.objectives import reinforce_loss
 
 
 def test_loss_equals_minus_mean_of_logp_times_reward():

@@ -478,7 +478,8 @@ def evaluate_before_after(
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     # the training rollouts' settings; the temperature is the evaluation's own (`eval_temperatures`)
-    sampler_kwargs = {k: v for k, v in training_args.sampler_kwargs().items() if k != "temperature"}
+    # (exact decoding unless eval_fast_sampler asks for the rollouts' sampler_cache / sampler_threshold)
+    sampler_kwargs = {k: v for k, v in training_args.sampler_kwargs(for_eval=True).items() if k != "temperature"}
     result = evaluate_model(
         model,
         tokenizer,
