@@ -5,12 +5,13 @@ neutral choice) are in `diffusion_rl.bias.rewards`.
 """
 
 from .base import RewardError, RewardOutput, compute_rewards, reward_name
-from .kl import KLReward, token_kl
+from .kl import KLReward, clean_prompt_kl, token_kl
 
 __all__ = [
     "KLReward",
     "RewardError",
     "RewardOutput",
+    "clean_prompt_kl",
     "compute_rewards",
     "reward_name",
     "token_kl",

@@ -9,7 +9,8 @@ initialised LoRA (``B = 0``) gives exactly 0.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -49,6 +50,57 @@ def token_kl(policy_logits: torch.Tensor, base_logits: torch.Tensor, mask: torch
         raise ValueError(f"mask must have shape (N, L) = {tuple(per_token.shape)}, got {tuple(mask.shape)}.")
     mask = mask.to(per_token.dtype)
     return (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)  # (N,)
+
+
+@torch.no_grad()
+def clean_prompt_kl(
+    model: torch.nn.Module,
+    reference: Callable[[], AbstractContextManager],
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    mask_token_id: int,
+) -> torch.Tensor:
+    """The seed's reward KL: one deterministic forward pair on the clean prompt with the completion fully masked.
+
+    Both distributions are read at the completion positions of `prompt + [mask] * G` (the state the sampler starts
+    from), with the adapter (`model`) and under `reference()` (e.g. `peft_model.disable_adapter`), so the KL of a
+    sample does not depend on any random mask (unlike a KL read off a log-prob estimator's masked inputs, which
+    changes with the estimator and, under prompt masking, with every draw). A fresh LoRA (`B = 0`) gives exactly 0.
+    Dropout is off during the pair (`model` is put in eval mode and restored).
+
+    Args:
+        model (`torch.nn.Module`):
+            The policy, called as `model(input_ids=, attention_mask=, logits_to_keep=)` (a wrapped model is fine).
+        reference (`Callable[[], ContextManager]`):
+            Context-manager factory under which `model` is the base model.
+        prompt_ids (`torch.Tensor` of shape `(N, P)`):
+            Left-padded prompt ids.
+        prompt_mask (`torch.Tensor` of shape `(N, P)`):
+            Attention mask of the prompts.
+        completion_mask (`torch.Tensor` of shape `(N, G)`):
+            The completion positions that count (bool or 0/1); `G` is the canvas length.
+        mask_token_id (`int`):
+            Id of the mask token.
+
+    Returns:
+        `torch.Tensor` of shape `(N,)`, float32: [`token_kl`] averaged over `completion_mask`.
+    """
+    num_rows, gen_length = completion_mask.shape
+    canvas = torch.full((num_rows, gen_length), mask_token_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
+    input_ids = torch.cat([prompt_ids, canvas], dim=1)  # (N, P + G)
+    attention_mask = torch.cat([prompt_mask.to(torch.long), torch.ones_like(canvas)], dim=1)  # (N, P + G)
+    was_training = model.training
+    model.eval()
+    try:
+        # The completion is the tail of the canvas: keeping the last G logits is exactly the completion.
+        policy = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=gen_length).logits
+        with reference():
+            base = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=gen_length).logits
+    finally:
+        model.train(was_training)
+    return token_kl(policy, base, completion_mask.to(policy.device).bool())  # (N,)
 
 
 class KLReward:
@@ -99,16 +151,14 @@ class KLReward:
         if self.model is None:
             raise ValueError("KLReward.compute_kl needs the PEFT model: construct KLReward(model=peft_model).")
         device = next(self.model.parameters()).device
-        prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-        completion_mask = completion_mask.to(device)
-        canvas = torch.full_like(completion_ids, self.mask_token_id, device=device)  # (N, Lc)
-        input_ids = torch.cat([prompt_ids, canvas], dim=1)  # (N, Lp + Lc)
-        attention_mask = torch.cat([prompt_mask, torch.ones_like(canvas)], dim=1)  # (N, Lp + Lc)
-        start = prompt_ids.shape[1]
-        policy = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, start:]  # (N, Lc, V)
-        with self.model.disable_adapter():
-            base = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, start:]  # (N, Lc, V)
-        return token_kl(policy, base, completion_mask)
+        return clean_prompt_kl(
+            self.model,
+            self.model.disable_adapter,
+            prompt_ids.to(device),
+            prompt_mask.to(device),
+            completion_mask.to(device),
+            mask_token_id=self.mask_token_id,
+        )
 
     def __call__(
         self,
