@@ -1,20 +1,24 @@
 """diffusion_rl: reinforcement-learning fine-tuning of masked diffusion language models on the Hugging Face stack.
 
-Importing the package registers the native LLaDA model with the transformers ``Auto*`` classes (cheap), while the
-heavier parts (trainer, rewards with GenBit, data generator, evaluation) are imported on first attribute access so
-that ``import diffusion_rl`` stays fast. The gender-bias application's public names (`GenBitReward`,
+Every public name is imported on first attribute access, so ``import diffusion_rl`` imports neither torch nor
+transformers and the ``diffusion-rl`` command line answers ``--help`` at once. The native LLaDA model registers with
+the transformers ``Auto*`` classes when `diffusion_rl.models` is imported: by ``import diffusion_rl.models``, by the
+first use of ``diffusion_rl.LladaForMaskedDiffusion`` / ``load_llada``, and by everything that loads a model (the
+trainers, the sampler, the default model). The gender-bias application's public names (`GenBitReward`,
 `generate_mcq_dataset`, `evaluate_model`, ...) are re-exported here lazily from `diffusion_rl.bias`.
 """
 
 import importlib
 from typing import TYPE_CHECKING
 
-from .models.llada import LladaConfig, LladaForMaskedDiffusion, convert_to_official, load_llada
-
 __version__ = "0.1.0.dev0"
 
 # public name -> module that defines it (imported on first access)
 _LAZY = {
+    "LladaConfig": ".models.llada",
+    "LladaForMaskedDiffusion": ".models.llada",
+    "convert_to_official": ".models.llada",
+    "load_llada": ".models.llada",
     "MaskedDiffusionSampler": ".sampling.sampler",
     "SamplerOutput": ".sampling.sampler",
     "build_tiny_model": ".models.tiny",
@@ -95,6 +99,7 @@ if TYPE_CHECKING:  # for IDEs and type checkers
     from .config import DiffusionReinforceConfig
     from .data import load_prompt_dataset, tokenize_prompts
     from .logprobs import RolloutBatch, estimate_logprobs
+    from .models.llada import LladaConfig, LladaForMaskedDiffusion, convert_to_official, load_llada
     from .models.tiny import build_tiny_model, build_tiny_tokenizer
     from .objectives import compute_advantages, policy_loss, reinforce_loss
     from .rewards.base import RewardError

@@ -188,8 +188,8 @@ class DiffusionSFTTrainer(Trainer):
 
     Args:
         model (`str` or `PreTrainedModel`):
-            The model to train, or a path / Hub id loaded with `AutoModelForCausalLM.from_pretrained` (importing
-            `diffusion_rl` registers LLaDA). Its config must define `mask_token_id`.
+            The model to train, or a path / Hub id loaded with `AutoModelForCausalLM.from_pretrained` (LLaDA is
+            registered with the Auto classes). Its config must define `mask_token_id`.
         args ([`DiffusionSFTConfig`], *optional*):
             Configuration; defaults to `DiffusionSFTConfig(output_dir="<model name>-DiffusionSFT")`.
         train_dataset (`datasets.Dataset`, *optional*):
@@ -246,7 +246,7 @@ class DiffusionSFTTrainer(Trainer):
 
         # ---- model, tokenizer ----
         if isinstance(model, str):
-            import diffusion_rl  # noqa: F401  (registers LLaDA with the Auto classes)
+            from . import models  # noqa: F401  (registers LLaDA with the Auto classes)
 
             model = AutoModelForCausalLM.from_pretrained(model)
         check_mask_token(model)

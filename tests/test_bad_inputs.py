@@ -861,7 +861,7 @@ CASES: list[Case] = [
         "job/CLI",
         SystemExit,
         r"pass --adapter(_name_or_path)? DIR",
-        "`diffusion-rl evaluate` without `--adapter`.",
+        "`diffusion-rl evaluate` without `--adapter_name_or_path`.",
         "Pass the adapter directory to evaluate (the base arm is the same model with the adapter off).",
         lambda ctx: _cli(ctx, ["evaluate"]),
     ),
@@ -870,9 +870,11 @@ CASES: list[Case] = [
         "job/CLI",
         _error("diffusion_rl.models.llada", "CheckpointNotFoundError"),
         r"No checkpoint directory at",
-        "`diffusion-rl generate --model PATH` with a path that does not exist.",
-        "Check the path, or omit `--model` for the embedded default model.",
-        lambda ctx: _cli(ctx, ["generate", "--prompt", "Who is the nurse?", "--model", str(ctx.tmp_path / "nope")]),
+        "`diffusion-rl generate --model_name_or_path PATH` with a path that does not exist.",
+        "Check the path, or omit `--model_name_or_path` for the embedded default model.",
+        lambda ctx: _cli(
+            ctx, ["generate", "--prompt", "Who is the nurse?", "--model_name_or_path", str(ctx.tmp_path / "nope")]
+        ),
     ),
 ]
 

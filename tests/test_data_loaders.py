@@ -115,3 +115,57 @@ def test_bad_sources(tmp_path):
         load_prompt_dataset(tmp_path / "bad.jsonl")
     with pytest.raises(TypeError):
         load_prompt_dataset(42)
+
+
+def _prompts(n: int, tag: str) -> list[dict]:
+    return [{"prompt": f"{tag} prompt {i}", "index": i} for i in range(n)]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
+def test_every_file_kind_whatever_the_split(tmp_path, suffix):
+    """`--dataset_name my_prompts.jsonl` with TRL's default `--dataset_train_split train` (the user report), or
+    `diffusion-rl evaluate`'s default `--dataset_test_split test`: a lone file is one split."""
+    rows = _prompts(3, "file")
+    path = tmp_path / f"my_prompts{suffix}"
+    if suffix == ".parquet":
+        datasets.Dataset.from_list(rows).to_parquet(str(path))
+    elif suffix == ".csv":
+        path.write_text("prompt,index\n" + "".join(f"{r['prompt']},{r['index']}\n" for r in rows))
+    elif suffix == ".json":
+        path.write_text(json.dumps(rows))
+    else:
+        export_jsonl(rows, path)
+    for split in (None, "train", "test"):
+        loaded = load_prompt_dataset(str(path), split=split)
+        assert loaded["prompt"] == [r["prompt"] for r in rows]
+
+
+def test_save_to_disk_folders(tmp_path):
+    single = datasets.Dataset.from_list(_prompts(4, "saved"))
+    single.save_to_disk(str(tmp_path / "single"))
+    for split in ("train", "validation"):  # one split: the name means nothing
+        assert load_prompt_dataset(str(tmp_path / "single"), split=split)["prompt"] == single["prompt"]
+    splits = datasets.DatasetDict({"train": single, "test": datasets.Dataset.from_list(_prompts(2, "held-out"))})
+    splits.save_to_disk(str(tmp_path / "splits"))
+    held_out = load_prompt_dataset(tmp_path / "splits", split="test")
+    assert held_out["prompt"] == ["held-out prompt 0", "held-out prompt 1"]
+    assert len(load_prompt_dataset(tmp_path / "splits", split="train")) == 4
+    with pytest.raises(ValueError, match="split 'dev' not in the DatasetDict"):
+        load_prompt_dataset(tmp_path / "splits", split="dev")
+
+
+def test_folder_of_split_files_like_a_hub_repo(tmp_path):
+    export_jsonl(_prompts(3, "train"), tmp_path / "repo" / "train.jsonl")
+    export_jsonl(_prompts(1, "test"), tmp_path / "repo" / "test.jsonl")
+    assert load_prompt_dataset(tmp_path / "repo", split="test")["prompt"] == ["test prompt 0"]
+    assert len(load_prompt_dataset(tmp_path / "repo", split="train")) == 3
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="neither a `save_to_disk` dataset nor"):
+        load_prompt_dataset(tmp_path / "empty")
+
+
+def test_hub_id_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(FileNotFoundError, match="'someone/no-such-prompts' is neither a local file or folder nor"):
+        load_prompt_dataset("someone/no-such-prompts", split="train")

@@ -1,5 +1,7 @@
 """The main job (examples/train_llada_bias.py = diffusion_rl.bias.train) and the `diffusion-rl` CLI."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -21,9 +23,11 @@ def tiny_job(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("job")
     argv = ["--model_name_or_path", str(tiny_model_dir), "--config", "tiny_cpu.yaml", "--output_dir", str(out)]
     argv += ["--max_steps", "2", "--train_size", "16", "--eval_size", "8", *TINY_RUN]
-    argv += ["--eval_free_text_size", "2", "--eval_unseen_roles_size", "3"]
-    report = train_bias.main(argv)
-    return out, report
+    argv += ["--eval_free_text_size", "2", "--eval_unseen_roles_size", "3", "--logging_steps", "1"]
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        report = train_bias.main(argv)
+    return out, report, console.getvalue()
 
 
 def test_defaults_are_the_tiny_recipe_and_a_model_id_selects_the_paper_recipe():
@@ -80,7 +84,7 @@ def test_offline_hub_id_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_main_job_trains_saves_and_reports(tiny_job):
-    out, report = tiny_job
+    out, report, _ = tiny_job
     assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
     saved = json.loads((out / "report.json").read_text())
     assert saved["train_size"] == 16 and saved["eval_size"] == 8 + 2  # multiple choice + free text
@@ -103,16 +107,30 @@ def test_main_job_trains_saves_and_reports(tiny_job):
     assert report == saved
 
 
+def test_main_job_prints_short_lines_and_where_everything_went(tiny_job):
+    out, _, console = tiny_job
+    assert "step 1/2 | loss" in console and "{'loss'" not in console  # one short line per log, no raw dict
+    logged = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in logged if "loss" in entry] == [1, 2]
+    assert "time/sampling" in logged[0]  # the raw dicts, every key, go to the file
+    assert f"Outputs in {out}/:" in console
+    for name in ("adapter_model.safetensors", "train_log.jsonl", "report.md", "records.jsonl"):
+        assert f"  {name} " in console
+
+
 def test_cli_generate_evaluate_and_report(tiny_job, tiny_model_dir, tmp_path, capsys):
-    out, _ = tiny_job
-    sampler = ["--steps", "8", "--gen_length", "16", "--block_length", "8"]
-    cli_main(
-        ["generate", "--model", str(tiny_model_dir), "--adapter", str(out), "--prompt", "Who is the nurse?", *sampler]
-    )
-    assert "### Who is the nurse?" in capsys.readouterr().out
+    out = tiny_job[0]
+    model = ["--model_name_or_path", str(tiny_model_dir), "--adapter_name_or_path", str(out)]
+    sampler = ["--steps", "8", "--max_completion_length", "16", "--block_length", "8"]
+    cli_main(["generate", *model, "--prompt", "Who is the nurse?", "Who is the pilot?", "--batch_size", "1", *sampler])
+    captured = capsys.readouterr()
+    assert "### Who is the nurse?" in captured.out and "### Who is the pilot?" in captured.out
+    assert "sampler: steps=8, max_completion_length=16, block_length=8" in captured.err
     eval_dir = tmp_path / "eval"
-    argv = ["evaluate", "--model", str(tiny_model_dir), "--adapter", str(out), "--num_prompts", "4", *sampler]
-    cli_main([*argv, "--output_dir", str(eval_dir), "--temperatures", "0", "1"])
+    argv = ["evaluate", *model, "--eval_size", "4", *sampler]
+    cli_main([*argv, "--output_dir", str(eval_dir), "--eval_temperatures", "0", "1"])
+    printed = capsys.readouterr().out
+    assert "base model (before) vs base + adapter (after)" in printed and "gendered-pronoun rate" in printed
     assert (eval_dir / "report.md").is_file() and (eval_dir / "records.jsonl").is_file()
     (eval_dir / "report.md").unlink()
     cli_main(["report", "--eval_dir", str(eval_dir)])

@@ -1,11 +1,15 @@
 """`diffusion-rl` command line: `train`, `generate`, `evaluate`, `report`.
 
-    diffusion-rl train [--config RECIPE.yaml] [training/model/script flags]   # = examples/train_llada_bias.py
-    diffusion-rl generate --prompt "Who is the nurse?" [--model PATH] [--adapter DIR]
-    diffusion-rl evaluate --adapter DIR [--model PATH] [--dataset test|bbq|FILE] [--temperatures 0 0.7 1]
+    diffusion-rl train [--config RECIPE.yaml] [flags]          # = python examples/train_llada_bias.py
+    diffusion-rl generate --prompt "Who is the nurse?" [--model_name_or_path PATH] [--adapter_name_or_path DIR]
+    diffusion-rl evaluate --adapter_name_or_path DIR [--dataset_name test|bbq|FILE|FOLDER|HUB_ID] [--eval_size N]
     diffusion-rl report --eval_dir DIR [--train_dir DIR]
 
-`--model` defaults to the embedded default model (built on first use, then cached).
+Flags use the training job's (and TRL's) names; `diffusion-rl <command> --help` lists them. `--model_name_or_path`
+defaults to the embedded default model, and the sampler flags to the settings stored with the model.
+
+Answering fast: this module imports only `argparse` at the top. `diffusion-rl --help` never imports torch; a
+subcommand imports what it needs once its own parser has run.
 """
 
 from __future__ import annotations
@@ -14,105 +18,173 @@ import argparse
 import sys
 from typing import Any
 
-SAMPLER_FLAGS = {"steps": int, "gen_length": int, "block_length": int, "temperature": float, "cfg_scale": float}
+COMMANDS = {
+    "train": "Train a LoRA adapter with REINFORCE (flags as examples/train_llada_bias.py).",
+    "generate": "Generate completions for prompts with a model (+ adapter).",
+    "evaluate": "Before/after evaluation of an adapter, with a report and plots.",
+    "report": "Re-render report.md from a saved evaluation folder.",
+}
+# Old flag -> its name now (one vocabulary with the training job and TRL).
+RENAMED_FLAGS = {
+    "--model": "--model_name_or_path",
+    "--adapter": "--adapter_name_or_path",
+    "--gen_length": "--max_completion_length",
+    "--gen-length": "--max_completion_length",
+    "--num_prompts": "--eval_size",
+    "--temperatures": "--eval_temperatures",
+    "--batch_size": "--eval_batch_size",
+    "--dataset": "--dataset_name",
+}
 
 
-def _add_model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="LLaDA checkpoint (local dir or Hub id); default: embedded.")
-    parser.add_argument("--adapter", default=None, help="PEFT adapter directory (e.g. a training output_dir).")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the sampler's torch.Generator.")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="Weights.")
-    parser.add_argument("--device", default=None, help="Device (default: cuda when available, else cpu).")
-
-
-def _add_sampler_flags(parser: argparse.ArgumentParser, *, temperature: bool = True) -> None:
-    from .default_model import DEFAULT_SAMPLER_SETTINGS
-
-    for name, kind in SAMPLER_FLAGS.items():
-        if name == "temperature" and not temperature:
+def _check_renamed(command: str, argv: list[str]) -> None:
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        new = RENAMED_FLAGS.get(flag)
+        if new is None or (command == "generate" and flag == "--batch_size"):
             continue
-        default = DEFAULT_SAMPLER_SETTINGS.get(name, 0.0)
-        parser.add_argument(f"--{name}", type=kind, default=default, help=f"Sampler {name} (default {default}).")
+        raise SystemExit(f"diffusion-rl {command}: {flag} is now {new} (the training job's and TRL's name).")
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any]:
-    """Model (+ adapter) and tokenizer; the embedded default when `--model` is omitted."""
+def _parse(command: str, dataclass_types: tuple, argv: list[str]) -> tuple:
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(dataclass_types, prog=f"diffusion-rl {command}", description=COMMANDS[command])
+    return parser.parse_args_into_dataclasses(argv)
+
+
+def load_model(model_args) -> tuple[Any, Any]:
+    """Model (+ adapter) and tokenizer in eval mode on the requested device; the embedded default when
+    `model_name_or_path` is omitted. Returns the model before the adapter is attached too (for its stored settings).
+    """
     import torch
     from transformers import AutoTokenizer
 
-    dtype = getattr(torch, args.dtype)
-    if args.model is None:
+    dtype = model_args.dtype if model_args.dtype == "auto" else getattr(torch, model_args.dtype)
+    if model_args.model_name_or_path is None:
         from .default_model import load_default_model
 
-        model, tokenizer = load_default_model()
-        model = model.to(dtype)
+        model, tokenizer = load_default_model(model_args.cache_dir)
+        if dtype != "auto":
+            model = model.to(dtype)
+        if model_args.attn_implementation is not None:
+            model.set_attn_implementation(model_args.attn_implementation)
     else:
         from ..models.llada import load_llada
 
-        model, tokenizer = load_llada(args.model, dtype=dtype), AutoTokenizer.from_pretrained(args.model)
-    if args.adapter is not None:
+        name = model_args.model_name_or_path
+        kwargs = {"dtype": dtype, "revision": model_args.model_revision}
+        if model_args.attn_implementation is not None:
+            kwargs["attn_implementation"] = model_args.attn_implementation
+        model = load_llada(name, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=model_args.model_revision)
+    base = model
+    if model_args.adapter_name_or_path is not None:
         from ..evaluation import load_adapter
 
-        model = load_adapter(model, args.adapter)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device).eval(), tokenizer
+        model = load_adapter(model, model_args.adapter_name_or_path)
+    device = model_args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval(), tokenizer, base
 
 
-def cmd_generate(args: argparse.Namespace) -> None:
+def _sampler_settings(sampler_args, base_model) -> dict[str, Any]:
+    from ..models.sampler_settings import stored_sampler_settings
+    from .cli_args import resolve_sampler_settings
+
+    stored = stored_sampler_settings(base_model)
+    settings = resolve_sampler_settings(sampler_args, stored)
+    origin = "stored with the model" if stored else "config defaults"
+    shown = ", ".join(f"{k}={v}" for k, v in settings.items())
+    print(f"sampler: {shown} (unset flags: {origin})", file=sys.stderr)
+    return settings
+
+
+def cmd_generate(argv: list[str]) -> None:
+    from .cli_args import GenerateArguments, ModelArguments, SamplerArguments, to_sampler_kwargs
+
+    model_args, sampler_args, gen_args = _parse(
+        "generate", (ModelArguments, SamplerArguments, GenerateArguments), argv
+    )
+    if not gen_args.prompt:
+        raise SystemExit('diffusion-rl generate: pass --prompt "A question" ["Another question" ...].')
+    if gen_args.batch_size < 1:
+        raise SystemExit(f"diffusion-rl generate: --batch_size must be >= 1, got {gen_args.batch_size}.")
     import torch
+    from tqdm.auto import tqdm
 
     from ..data.chat import tokenize_prompts
     from ..sampling.sampler import MaskedDiffusionSampler
 
-    model, tokenizer = _load(args)
-    settings = {name: getattr(args, name) for name in SAMPLER_FLAGS}
-    sampler = MaskedDiffusionSampler(model, **settings)
+    model, tokenizer, base = load_model(model_args)
+    sampler = MaskedDiffusionSampler(model, **to_sampler_kwargs(_sampler_settings(sampler_args, base)))
     device = next(model.parameters()).device
-    batch = {k: v.to(device) for k, v in tokenize_prompts(tokenizer, args.prompt).items()}
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    out = sampler.generate(batch["input_ids"], batch["attention_mask"], generator=generator)
-    for prompt, ids, valid in zip(args.prompt, out.completion_ids, out.completion_mask):
-        text = tokenizer.decode(ids[valid], skip_special_tokens=True).strip()
-        print(f"### {prompt}\n{text}\n")
+    generator = torch.Generator(device=device).manual_seed(model_args.seed)
+    prompts, size = gen_args.prompt, gen_args.batch_size
+    starts = range(0, len(prompts), size)
+    for start in tqdm(starts, desc="generating", unit="batch", disable=len(starts) < 2, file=sys.stderr):
+        chunk = prompts[start : start + size]
+        batch = {k: v.to(device) for k, v in tokenize_prompts(tokenizer, chunk).items()}
+        out = sampler.generate(batch["input_ids"], batch["attention_mask"], generator=generator)
+        for prompt, ids, valid in zip(chunk, out.completion_ids, out.completion_mask.bool()):
+            text = tokenizer.decode(ids[valid], skip_special_tokens=True).strip()
+            print(f"### {prompt}\n{text}\n")
 
 
-def _eval_dataset(name: str, size: int, seed: int):
+def _eval_dataset(args, seed: int):
     from ..data import load_prompt_dataset
-    from .data import generate_mcq_dataset, load_bbq_gender
 
-    if name == "test":
-        return generate_mcq_dataset(size, seed=seed, split="test", question_type=None)
-    if name == "bbq":
+    if args.dataset_name == "test":
+        from .data import generate_mcq_dataset
+
+        return generate_mcq_dataset(args.eval_size, seed=seed, split="test", question_type=None)
+    if args.dataset_name == "bbq":
+        from .data import load_bbq_gender
+
         data = load_bbq_gender()
-        return data.shuffle(seed=seed).select(range(min(size, len(data))))
-    data = load_prompt_dataset(name)
-    return data.select(range(min(size, len(data))))
+        return data.shuffle(seed=seed).select(range(min(args.eval_size, len(data))))
+    data = load_prompt_dataset(args.dataset_name, split=args.dataset_test_split, config_name=args.dataset_config)
+    return data.select(range(min(args.eval_size, len(data))))
 
 
-def cmd_evaluate(args: argparse.Namespace) -> None:
+def cmd_evaluate(argv: list[str]) -> None:
+    from .cli_args import EvaluateArguments, ModelArguments, SamplerArguments, to_sampler_kwargs
+
+    model_args, sampler_args, eval_args = _parse(
+        "evaluate", (ModelArguments, SamplerArguments, EvaluateArguments), argv
+    )
+    if model_args.adapter_name_or_path is None:
+        raise SystemExit(
+            "diffusion-rl evaluate: pass --adapter_name_or_path DIR (the base arm is the same model, adapter off)."
+        )
+    if sampler_args.temperature is not None:
+        raise SystemExit("diffusion-rl evaluate: the temperatures are --eval_temperatures (e.g. 0 0.7 1).")
+    dataset = _eval_dataset(eval_args, model_args.seed)  # before loading the model: fail fast
     from .evaluation import evaluate_model, report_evaluation
+    from .train import before_after_table, print_table
 
-    if args.adapter is None:
-        raise SystemExit("diffusion-rl evaluate: pass --adapter DIR (the base arm is the same model, adapter off).")
-    dataset = _eval_dataset(args.dataset, args.num_prompts, args.seed)  # before loading the model: fail fast
-    model, tokenizer = _load(args)
-    settings = {name: getattr(args, name) for name in SAMPLER_FLAGS if name != "temperature"}
+    model, tokenizer, base = load_model(model_args)
+    settings = to_sampler_kwargs(_sampler_settings(sampler_args, base))
+    settings.pop("temperature")
     result = evaluate_model(
         model,
         tokenizer,
         dataset,
-        temperatures=args.temperatures,
+        temperatures=eval_args.eval_temperatures,
         sampler_kwargs=settings,
-        seed=args.seed,
-        batch_size=args.batch_size,
+        seed=model_args.seed,
+        batch_size=eval_args.eval_batch_size,
         compare_base=True,
     )
-    path = report_evaluation(result, args.output_dir, log_history=args.adapter if args.with_training else None)
-    print(result.metrics.to_string(index=False))
-    print(f"\nreport: {path}")
+    log_history = model_args.adapter_name_or_path if eval_args.with_training else None
+    path = report_evaluation(result, eval_args.output_dir, log_history=log_history)
+    print_table(before_after_table(result.metrics))  # the training job's table: one row per metric
+    print(f"\n{len(dataset)} prompts. report: {path}\nrecords, metrics and plots: {path.parent}")
 
 
-def cmd_report(args: argparse.Namespace) -> None:
+def cmd_report(argv: list[str]) -> None:
+    from .cli_args import ReportArguments
+
+    (args,) = _parse("report", (ReportArguments,), argv)
     from ..evaluation import EvalResult
     from .evaluation import report_evaluation
 
@@ -121,43 +193,32 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diffusion-rl", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("train", help="Train a LoRA adapter (flags as examples/train_llada_bias.py).", add_help=False)
-
-    generate = commands.add_parser("generate", help="Generate completions for prompts.")
-    generate.add_argument("--prompt", action="append", required=True, help="A user message (repeatable).")
-    _add_model_flags(generate)
-    _add_sampler_flags(generate)
-    generate.set_defaults(func=cmd_generate)
-
-    evaluate = commands.add_parser("evaluate", help="Before/after evaluation of an adapter, with a report.")
-    _add_model_flags(evaluate)
-    _add_sampler_flags(evaluate, temperature=False)
-    evaluate.add_argument("--dataset", default="test", help="`test` (synthetic held-out), `bbq`, or a file.")
-    evaluate.add_argument("--num_prompts", type=int, default=128, help="Number of evaluation prompts.")
-    evaluate.add_argument("--temperatures", type=float, nargs="+", default=[0.0], help="Sampling temperatures.")
-    evaluate.add_argument("--batch_size", type=int, default=32, help="Prompts per sampler call.")
-    evaluate.add_argument("--output_dir", default="outputs/eval", help="Where the report is written.")
-    evaluate.add_argument("--with_training", action="store_true", help="Plot the adapter dir's training curves.")
-    evaluate.set_defaults(func=cmd_evaluate)
-
-    report = commands.add_parser("report", help="Re-render report.md from a saved evaluation folder.")
-    report.add_argument("--eval_dir", required=True, help="Folder written by `diffusion-rl evaluate`.")
-    report.add_argument("--train_dir", default=None, help="Training output_dir, for the training curves.")
-    report.set_defaults(func=cmd_report)
+    """The top-level parser: the subcommands and their one-line help (each subcommand parses its own flags)."""
+    parser = argparse.ArgumentParser(
+        prog="diffusion-rl",
+        description=__doc__.split("\n")[0],
+        epilog="Run `diffusion-rl <command> --help` for a command's flags.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+    for name, text in COMMANDS.items():
+        commands.add_parser(name, help=text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "train":  # the training flags belong to the job's own parser (TrlParser)
+    if not argv or argv[0] not in COMMANDS:
+        build_parser().parse_args(argv)  # --help, or an error naming the valid commands
+        return
+    command, rest = argv[0], argv[1:]
+    if command in ("generate", "evaluate"):
+        _check_renamed(command, rest)
+    if command == "train":  # the training flags belong to the job's own parser (TrlParser)
         from .train import main as train_main
 
-        train_main(argv[1:])
+        train_main(rest, prog="diffusion-rl train")
         return
-    args = build_parser().parse_args(argv)
-    args.func(args)
+    {"generate": cmd_generate, "evaluate": cmd_evaluate, "report": cmd_report}[command](rest)
 
 
 if __name__ == "__main__":

@@ -451,7 +451,7 @@ def print_outputs(output_dir: Path, log_entries: int, seconds: float, training_a
     candidates = [
         ("adapter_model.safetensors", "the LoRA adapter (+ adapter_config.json)"),
         ("README.md", "model card"),
-        ("train_log.jsonl", f"every logged metric dict ({log_entries} entries)"),
+        ("train_log.jsonl", f"every logged metric dict ({log_entries} {'entry' if log_entries == 1 else 'entries'})"),
         ("report.md", "before/after report (+ report.json, comparison.csv, plots/)"),
         ("records.jsonl", "every evaluation completion, base and adapter"),
         ("unseen_roles/report.md", "second report: unseen roles"),

@@ -1,9 +1,17 @@
 """Load users' prompt data into the library's shape, and write datasets back to JSONL.
 
-Accepted sources (``load_prompt_dataset``):
+Accepted sources (``load_prompt_dataset``), the same as ``--dataset_name`` of TRL's scripts (`trl.ScriptArguments`):
 
 * a `datasets.Dataset` (or a `datasets.DatasetDict` plus ``split``), or a list of dicts;
-* a ``.jsonl``, ``.json`` (a list of objects) or ``.csv`` file, or ``.parquet``.
+* a ``.jsonl``, ``.json`` (a list of objects), ``.csv`` or ``.parquet`` file;
+* a folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`, or a folder of data files laid out like
+  a Hub dataset repository (``train.jsonl``, ``data/test-00000-of-00001.parquet``, ...);
+* a Hub dataset id (``owner/name``), loaded with `datasets.load_dataset` (``config_name`` is its configuration).
+
+``split`` picks one split where the source has several (a `DatasetDict`, a Hub dataset, a folder of split files)
+and means nothing elsewhere: a single file or a saved `Dataset` is one split already and is returned whatever
+``split`` says, so ``--dataset_name my_prompts.jsonl`` works with TRL's default ``--dataset_train_split train`` and
+``diffusion-rl evaluate --dataset_name my_eval.jsonl`` with its default ``--dataset_test_split test``.
 
 Each record needs either a ``prompt`` (a string, or chat messages ``[{"role", "content"}, ...]``) or edsl-style
 ``question_text`` (+ ``question_options`` for multiple choice), from which the prompt is rendered exactly like the
@@ -157,22 +165,56 @@ def _to_dataset(rows: list[dict[str, Any]]) -> datasets.Dataset:
     return dataset
 
 
+_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def _load_folder(path: Path) -> datasets.Dataset | datasets.DatasetDict:
+    """A `save_to_disk` folder (`load_from_disk`), else a folder of data files (`load_dataset`, Hub repo layout)."""
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        return datasets.load_from_disk(str(path))
+    if not any(p.suffix.lower() in _FILE_SUFFIXES for p in path.rglob("*") if p.is_file()):
+        raise FileNotFoundError(
+            f"{path} is a folder with neither a `save_to_disk` dataset nor .jsonl/.json/.csv/.parquet files."
+        )
+    return datasets.load_dataset(str(path))
+
+
+def _load_hub(name: str, config_name: str | None) -> datasets.DatasetDict:
+    try:
+        return datasets.load_dataset(name, config_name)
+    except (ConnectionError, OSError, ValueError) as error:  # offline, unknown id, gated, bad config
+        raise FileNotFoundError(
+            f"{name!r} is neither a local file or folder nor a loadable Hub dataset ({type(error).__name__}: "
+            f"{str(error)[:200]}). Pass a .jsonl/.json/.csv/.parquet file, a save_to_disk folder, or a Hub id "
+            "reachable from here (unset HF_HUB_OFFLINE, or download it first)."
+        ) from error
+
+
 def load_prompt_dataset(
     source: datasets.Dataset | datasets.DatasetDict | str | os.PathLike | Sequence[Mapping[str, Any]],
     *,
     split: str | None = None,
+    config_name: str | None = None,
 ) -> datasets.Dataset:
     """Load prompts for training or evaluation, rendering edsl-style records to a ``prompt`` column.
 
     Args:
-        source (`Dataset`, `DatasetDict`, path or list of dicts):
-            The data; files by suffix: ``.jsonl``, ``.json``, ``.csv``, ``.parquet``.
+        source (`Dataset`, `DatasetDict`, path, Hub id or list of dicts):
+            The data: files by suffix (``.jsonl``, ``.json``, ``.csv``, ``.parquet``), a `save_to_disk` folder, a
+            folder of data files, or a Hub dataset id (see the module docstring).
         split (`str`, *optional*, defaults to `None`):
-            Which split of a `DatasetDict` to use (may be omitted when it has exactly one).
+            Which split to use where the source has several (may be omitted when it has exactly one); ignored by
+            a single-split source (a file, a saved `Dataset`, a list of dicts).
+        config_name (`str`, *optional*, defaults to `None`):
+            Configuration of a Hub dataset (TRL's `dataset_config`).
 
     Returns:
         `datasets.Dataset` with a ``prompt`` column (string or chat messages) and every other source column.
     """
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        source = _load_folder(Path(source))
+    elif isinstance(source, str) and not Path(source).exists() and Path(source).suffix.lower() not in _FILE_SUFFIXES:
+        source = _load_hub(source, config_name)  # not a local path: a Hub id, as in TRL's scripts
     if isinstance(source, datasets.DatasetDict):
         if split is None:
             if len(source) != 1:
@@ -181,8 +223,6 @@ def load_prompt_dataset(
         if split not in source:
             raise ValueError(f"split {split!r} not in the DatasetDict (it has {list(source)}).")
         source = source[split]
-    elif split is not None and not isinstance(source, datasets.Dataset):
-        raise ValueError("split=... only applies to a datasets.DatasetDict source.")
     if isinstance(source, datasets.Dataset):
         if "prompt" in source.column_names:
             kinds = {_check_prompt(p, i) for i, p in enumerate(source["prompt"])}
@@ -198,8 +238,8 @@ def load_prompt_dataset(
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(
-                f"no file at {path}; pass a local .jsonl/.json/.csv/.parquet file, or a datasets.Dataset "
-                "(for example from datasets.load_dataset(name, split=...))."
+                f"no file at {path}; pass a local .jsonl/.json/.csv/.parquet file, a save_to_disk folder, a Hub "
+                "dataset id, or a datasets.Dataset (for example from datasets.load_dataset(name, split=...))."
             )
         if path.suffix.lower() == ".parquet":
             return load_prompt_dataset(datasets.Dataset.from_parquet(str(path)))
