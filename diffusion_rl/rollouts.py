@@ -15,6 +15,10 @@ micro-batch:    0    1    0    1  |  0    1    0    1
 iteration k:    0    0    1    1  |  0    0    1    1
 ```
 
+The seed's reward `-(bias + kl_coef * KL)` needs the KL before scoring: it is one deterministic no-grad forward pair on
+the clean prompt with the completion masked (:func:`~diffusion_rl.rewards.kl.clean_prompt_kl`, chunked so that
+its memory does not grow with batch x gen_length x vocabulary), at generation time.
+
 The log-likelihood estimators draw random masks, and d1's clipped ratio compares the new and old policies on the
 *same* masks. Each (iteration, micro-batch) pair gets its own mask seed (:func:`draw_mask_seeds`), drawn once per
 generation from the trainer's log-prob generator (so checkpoints still resume exactly): the old log-probabilities
@@ -34,6 +38,7 @@ from .batching import RepeatSampler
 from .data.chat import tokenize_prompts
 from .logprobs import RolloutBatch
 from .objectives import truncated_completions
+from .rewards.kl import clean_prompt_kl
 from .sampling.sampler import MaskedDiffusionSampler, SamplerOutput
 from .timing import PhaseTimer
 
@@ -191,7 +196,13 @@ class RolloutMixin:
         device = self.accelerator.device
         prompts = [row["prompt"] for row in inputs]
         columns = {key: [row[key] for row in inputs] for key in inputs[0] if key != "prompt"}
-        encoded = tokenize_prompts(self.processing_class, prompts, max_prompt_length=self.args.max_prompt_length)
+        # TRL's max_prompt_length: longer prompts are left-truncated (tokenize_prompts warns once).
+        encoded = tokenize_prompts(
+            self.processing_class,
+            prompts,
+            max_prompt_length=self.args.max_prompt_length,
+            truncate_left=self.args.max_prompt_length is not None,
+        )
         prompt_ids = encoded["input_ids"].to(device)  # (N, P)
         prompt_mask = encoded["attention_mask"].to(device)  # (N, P)
 
@@ -243,28 +254,32 @@ class RolloutMixin:
         rollouts = self._generate(inputs)
         num_rows = len(rollouts["prompts"])
         chunks = split_rollouts(rollouts, num_chunks, num_rows)
-        seeds = draw_mask_seeds(self._logprob_generator, num_iterations, num_chunks)
-        # The seed's reward needs the KL before scoring: one no-grad pass with the reference on iteration 0's masks.
-        reward_kl = self._reference() is not None and self.args.kl_in == "reward"
-        kl_parts = []
+        # Evaluation has its own streams, so turning it on does not change the training masks or samples.
+        mask_stream = self._logprob_generator if mode == "train" else self._eval_logprob_generator
+        seeds = draw_mask_seeds(mask_stream, num_iterations, num_chunks)
         with PhaseTimer(device) as timer, torch.no_grad():
             for j, chunk in enumerate(chunks):
                 chunk["mask_seeds"] = [seeds[k][j] for k in range(num_iterations)]
                 chunk["old_token_logps"] = [None] * num_iterations
                 batch = self._rollout_batch(chunk)
-                for k in range(0 if reward_kl else 1, num_iterations):
+                for k in range(1, num_iterations):  # the sampling policy's log-probs on iteration k's masks
                     generator = seeded_generator(seeds[k][j], device)
-                    lp = self._estimate_logprobs(self.model, batch, generator=generator, with_kl=k == 0)
-                    if k == 0:
-                        kl_parts.append(lp.kl)
-                    else:
-                        chunk["old_token_logps"][k] = lp.token_logps
+                    lp = self._estimate_logprobs(self.model, batch, generator=generator, with_kl=False)
+                    chunk["old_token_logps"][k] = lp.token_logps
         self._phase_seconds += timer.seconds
-        if reward_kl or num_iterations > 1:
-            self._metrics[mode]["time/logprob_before_update"].append(timer.seconds)
-        kl = torch.cat(kl_parts) if kl_parts else None
+        if num_iterations > 1:
+            self._metrics[mode]["time/old_logprob"].append(timer.seconds)
 
         with PhaseTimer(device) as t_reward:
+            # The seed's reward needs KL(policy || base) before scoring: one deterministic forward pair on the clean
+            # prompt with the completion masked (no estimator masks, no dropout), chunked over the vocabulary.
+            reference = self._reference()
+            kl = None
+            if reference is not None and self.args.kl_in == "reward":
+                kl = clean_prompt_kl(
+                    self.model, reference, rollouts["prompt_ids"], rollouts["prompt_mask"],
+                    rollouts["completion_mask"], mask_token_id=self.mask_token_id,
+                )  # fmt: skip
             scored = self._score(rollouts, kl)
         self._phase_seconds += t_reward.seconds
         self._metrics[mode]["time/reward"].append(t_reward.seconds)
@@ -314,7 +329,8 @@ class RolloutMixin:
             eot_token_id=self.eot_token_id,
             pad_token_id=self.pad_token_id,
         )
-        return sampler.generate(prompt_ids, attention_mask=prompt_mask, generator=self._sampler_generator)
+        generator = self._eval_sampler_generator if self._eval_rollouts else self._sampler_generator
+        return sampler.generate(prompt_ids, attention_mask=prompt_mask, generator=generator)
 
     @staticmethod
     def _rollout_batch(inputs: dict[str, Any]) -> RolloutBatch:

@@ -7,18 +7,18 @@ constructor, reward-function signature and metric names, and swaps the maths for
 ```
 generation batch (steps_per_generation micro-batches) -> chat template -> MaskedDiffusionSampler, one call
      (no grad, adapter ON) -> decode (stop at EOS/EOT) -> split into micro-batches
-  -> before any update, per micro-batch: KL to the adapter-disabled base (kl_in="reward") and, for num_iterations
-     > 1, the old log-probs of every inner iteration, each on its own mask seed
+  -> before any update: KL to the adapter-disabled base on the clean prompt (kl_in="reward") and, for
+     num_iterations > 1, per micro-batch the old log-probs of every inner iteration, each on its own mask seed
   -> reward callables (dataset columns + `kl=` as kwargs) -> advantages over the generation batch of all processes
 then per micro-step: log-prob estimator (grad through LoRA; the iteration's mask seed) -> objective -> backward
 ```
 
-The seed's reward `R = -(bias + 0.1 KL)` needs the per-sample KL before the rewards, so a no-grad estimator pass
-with the reference runs at generation time, on the *same* masks as the gradient pass of the first iteration. One
-call of `compute_loss` is one micro-batch; `transformers.Trainer` does the gradient accumulation, AdamW, checkpoints
-and logging. Generation happens once every `steps_per_generation * num_iterations` micro-steps (TRL's buffering,
-[`diffusion_rl.rollouts`]): the dataloader yields generation batches, repeated by [`RepeatSampler`] for every
-micro-step that uses them.
+The seed's reward `R = -(bias + 0.1 KL)` needs the per-sample KL before the rewards: one deterministic no-grad
+forward pair (adapter on and off) on the clean prompt with the completion masked, at generation time
+([`clean_prompt_kl`], independent of the estimator's masks). One call of `compute_loss` is one micro-batch;
+`transformers.Trainer` does the gradient accumulation, AdamW, checkpoints and logging. Generation happens once
+every `steps_per_generation * num_iterations` micro-steps (TRL's buffering, [`diffusion_rl.rollouts`]): the
+dataloader yields generation batches, repeated by [`RepeatSampler`] for every micro-step that uses them.
 
 Each per-device batch holds whole groups (the dataloader repeats every prompt `num_generations` times in a row and
 the per-device batch size must be a multiple of `num_generations`); the advantages are computed on the rewards of

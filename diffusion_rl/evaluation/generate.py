@@ -25,7 +25,7 @@ import torch
 
 from ..adapter_check import AdapterMismatchError, check_adapter_fits
 from ..data.chat import tokenize_prompts
-from ..rewards.kl import token_kl
+from ..rewards.kl import clean_prompt_kl
 from ..sampling.sampler import MaskedDiffusionSampler
 
 MAX_TEMPERATURE = 10.0
@@ -114,15 +114,11 @@ def completion_kl(
     """
     if not _is_peft(model):
         raise TypeError("completion_kl needs a PEFT model (with disable_adapter()); load one with load_adapter().")
-    batch, gen_length = completion_mask.shape
-    masked = torch.full((batch, gen_length), mask_token_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
-    input_ids = torch.cat([prompt_ids, masked], dim=1)  # (B, P+G)
-    attention_mask = torch.cat([prompt_mask, torch.ones_like(masked)], dim=1)
-    # The completion sits at the end of the canvas, so keeping the last G logits is exactly the completion.
-    adapter_logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=gen_length).logits
-    with model.disable_adapter():
-        base_logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=gen_length).logits
-    return token_kl(adapter_logits, base_logits, completion_mask.bool())  # (B,)
+    # The reward's KL, chunked: its memory is bounded by KL_CHUNK_POSITIONS x V, not B x G x V (both arms' logits
+    # and their float32 copies were ~20 GB at LLaDA-8B, eval batch 32 x gen 256).
+    return clean_prompt_kl(
+        model, model.disable_adapter, prompt_ids, prompt_mask, completion_mask, mask_token_id=mask_token_id
+    )
 
 
 def _batch_seed(seed: int, temperature_index: int, batch_index: int) -> int:

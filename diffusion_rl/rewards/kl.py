@@ -18,6 +18,23 @@ import torch.nn.functional as F
 
 from .base import check_batch
 
+# Completion positions whose `(positions, V)` logits one forward pair of `clean_prompt_kl` may hold, and positions per
+# float32 sub-chunk of the KL itself: the transient memory is bounded by these times V instead of growing with
+# batch x gen_length x V (LLaDA-8B, V = 126,464: 32 x 256 positions cost ~20 GB of logits and float32 copies).
+KL_CHUNK_POSITIONS = 2048
+_KL_SUBCHUNK = 256
+
+
+def _kl_of_logits(policy: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """`KL(softmax(policy) || softmax(base))` per row of `(K, V)` logits, float32, in sub-chunks of positions so that
+    the float32 copies are `(_KL_SUBCHUNK, V)` whatever `K` is (no graph: this is a metric / reward)."""
+    out = []
+    for start in range(0, policy.shape[0], _KL_SUBCHUNK):
+        log_p = torch.log_softmax(policy[start : start + _KL_SUBCHUNK], dim=-1, dtype=torch.float32)
+        log_q = torch.log_softmax(base[start : start + _KL_SUBCHUNK], dim=-1, dtype=torch.float32)
+        out.append((log_p.exp() * (log_p - log_q)).sum(-1))
+    return torch.cat(out) if out else policy.new_zeros(0, dtype=torch.float32)
+
 
 def token_kl(policy_logits: torch.Tensor, base_logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample mean over valid positions of ``KL(softmax(policy) ‖ softmax(base))``.
@@ -61,6 +78,7 @@ def clean_prompt_kl(
     completion_mask: torch.Tensor,
     *,
     mask_token_id: int,
+    max_positions: int = KL_CHUNK_POSITIONS,
 ) -> torch.Tensor:
     """The seed's reward KL: one deterministic forward pair on the clean prompt with the completion fully masked.
 
@@ -83,24 +101,42 @@ def clean_prompt_kl(
             The completion positions that count (bool or 0/1); `G` is the canvas length.
         mask_token_id (`int`):
             Id of the mask token.
+        max_positions (`int`, *optional*, defaults to `KL_CHUNK_POSITIONS`):
+            Bound on the completion positions whose logits one forward pair keeps: rows go through the model in
+            chunks of `max(1, max_positions // G)` (a number that depends on the shapes only, so every process of a
+            ZeRO-3 run does the same forwards), only the valid positions go through the LM head, and the KL is taken
+            in float32 sub-chunks. The result does not depend on it.
 
     Returns:
         `torch.Tensor` of shape `(N,)`, float32: [`token_kl`] averaged over `completion_mask`.
     """
     num_rows, gen_length = completion_mask.shape
+    valid = completion_mask.to(prompt_ids.device).bool()  # (N, G)
     canvas = torch.full((num_rows, gen_length), mask_token_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
     input_ids = torch.cat([prompt_ids, canvas], dim=1)  # (N, P + G)
     attention_mask = torch.cat([prompt_mask.to(torch.long), torch.ones_like(canvas)], dim=1)  # (N, P + G)
+    keep = torch.zeros_like(input_ids, dtype=torch.bool)
+    keep[:, -gen_length:] = valid  # only the valid completion positions go through the LM head
+    rows_per_chunk = max(1, max_positions // max(gen_length, 1))
+    sums = torch.zeros(num_rows, dtype=torch.float32, device=prompt_ids.device)
+
+    def logits(rows: slice) -> torch.Tensor:
+        out = model(input_ids=input_ids[rows], attention_mask=attention_mask[rows], logits_to_keep=keep[rows]).logits
+        return out[keep[rows]] if out.ndim == 3 else out  # (K, V); a model ignoring a boolean mask returns (n, L, V)
+
     was_training = model.training
     model.eval()
     try:
-        # The completion is the tail of the canvas: keeping the last G logits is exactly the completion.
-        policy = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=gen_length).logits
-        with reference():
-            base = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=gen_length).logits
+        for start in range(0, num_rows, rows_per_chunk):
+            rows = slice(start, start + rows_per_chunk)
+            policy = logits(rows)
+            with reference():
+                base = logits(rows)
+            row_of = valid[rows].nonzero()[:, 0] + start  # (K,) row-major, the order of hidden_states[keep]
+            sums = sums.index_add(0, row_of, _kl_of_logits(policy, base).to(sums.device))
     finally:
         model.train(was_training)
-    return token_kl(policy, base, completion_mask.to(policy.device).bool())  # (N,)
+    return sums / valid.sum(-1).clamp(min=1).to(sums.dtype)  # (N,)
 
 
 class KLReward:
