@@ -30,7 +30,10 @@ class DiffusionReinforceConfig(TrainingArguments):
 
     Only the parameters specific to this trainer are listed; see [`~transformers.TrainingArguments`] for the others.
     Defaults that differ from `TrainingArguments`: `learning_rate=2e-5` (the seed's AdamW rate),
-    `remove_unused_columns=False` (reward functions read dataset columns), `logging_steps=10`.
+    `remove_unused_columns=False` (reward functions read dataset columns), `logging_steps=10`,
+    `ddp_find_unused_parameters=False` (every trainable parameter, e.g. each LoRA matrix, gets a gradient in every
+    step; transformers would default a PEFT model to `True`, which costs DDP a graph traversal per step and a
+    warning that no parameter was unused).
 
     Parameters:
         > Sampling (the rollout)
@@ -151,6 +154,13 @@ class DiffusionReinforceConfig(TrainingArguments):
     logging_steps: float = field(
         default=10,
         metadata={"help": "Log every X update steps (an integer, or a float in [0, 1) as a ratio of all steps)."},
+    )
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={
+            "help": "DDP's find_unused_parameters. False: every trainable parameter (each LoRA matrix) gets a "
+            "gradient every step, so the search (and DDP's warning that found nothing) is skipped."
+        },
     )
 
     # Sampling

@@ -306,7 +306,8 @@ def _score(
         logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits
         if logits.ndim == 3:  # a model that ignores `logits_to_keep` returns (N, P+G, V)
             logits = logits[keep]
-        return logits.float().log_softmax(-1)  # (K, V)
+        # Straight to float32 (no intermediate float32 copy of the model-dtype logits): one (K, V) copy per forward.
+        return torch.log_softmax(logits, dim=-1, dtype=torch.float32)  # (K, V)
 
     ref_logp = None
     if options.reference is not None:
