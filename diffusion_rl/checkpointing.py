@@ -4,6 +4,18 @@
   a half-written `checkpoint-N` that `resume_from_checkpoint=True` would pick).
 - [`SigtermCheckpointCallback`]: on SIGTERM (a scheduler's warning before SIGKILL), save a checkpoint at the end of
   the current step, stop, then deliver the signal.
+- [`write_node_marker`], [`is_promoter`]: with several nodes, exactly one process per *filesystem* promotes the
+  staged folder, whatever `save_on_each_node` says and whether `output_dir` is shared or node-local (see below).
+- [`HUB_IGNORE_PATTERNS`], [`hub_upload_ignoring`]: staging folders, renamed-aside folders and the output-folder
+  lock never reach the Hub.
+
+Multi-node promotion. Every process writes into `.tmp-checkpoint-N/checkpoint-N` (its RNG files at least), so the
+folder exists on every node's view of `output_dir`. Renaming it is the job of one process per filesystem: on a
+shared filesystem with `save_on_each_node=True` two nodes' main processes used to both rename it (the second crashed
+with `FileNotFoundError` and no `checkpoint-N` was left), and on node-local disks with `save_on_each_node=False` the
+other nodes never renamed theirs (their RNG files stayed in `.tmp-checkpoint-N`). Now the first process of each node
+drops a marker `.node-<index>` into `.tmp-checkpoint-N/`; after a barrier each one lists the markers it can see, and
+the one with the smallest index among them promotes: one per shared filesystem, one per node-local disk.
 """
 
 from __future__ import annotations
@@ -18,7 +30,53 @@ import torch
 from transformers import TrainerCallback
 from transformers.utils import logging
 
+from .output_lock import LOCK_NAME, release_all
+
 logger = logging.get_logger(__name__)
+
+_MARKER_PREFIX = ".node-"
+# transformers' own patterns ("_*", "checkpoint-*"), plus what this library writes into output_dir.
+HUB_IGNORE_PATTERNS = ["_*", "checkpoint-*", ".tmp-checkpoint-*", ".old-checkpoint-*", LOCK_NAME]
+
+
+def write_node_marker(staging_root: str, node_index: int) -> None:
+    """Drop `.node-<node_index>` into the staging root (called by the first process of each node)."""
+    os.makedirs(staging_root, exist_ok=True)
+    with open(os.path.join(staging_root, f"{_MARKER_PREFIX}{node_index}"), "w"):
+        pass
+
+
+def is_promoter(staging_root: str, node_index: int) -> bool:
+    """Whether this node's first process promotes: its marker is the smallest one visible on its filesystem."""
+    try:
+        seen = [int(n[len(_MARKER_PREFIX) :]) for n in os.listdir(staging_root) if n.startswith(_MARKER_PREFIX)]
+    except FileNotFoundError:
+        return False
+    return bool(seen) and min(seen) == node_index
+
+
+@contextlib.contextmanager
+def hub_upload_ignoring(api, patterns: list[str] = HUB_IGNORE_PATTERNS):
+    """Within the block, `api.upload_folder` (a `huggingface_hub.HfApi`) also ignores `patterns`.
+
+    `transformers.Trainer` uploads `output_dir` with fixed `ignore_patterns` (`_*`, `checkpoint-*`) that do not
+    cover the staging folders of the atomic save or the lock file; its upload calls are not configurable, so the
+    shared `HfApi` instance they go through gets a wrapper for the duration of the call.
+    """
+    if "upload_folder" in vars(api):  # already wrapped (a nested call)
+        yield
+        return
+    original = api.upload_folder
+
+    def upload_folder(*args, ignore_patterns=None, **kwargs):
+        given = [ignore_patterns] if isinstance(ignore_patterns, str) else list(ignore_patterns or [])
+        return original(*args, ignore_patterns=given + [p for p in patterns if p not in given], **kwargs)
+
+    api.upload_folder = upload_folder
+    try:
+        yield
+    finally:
+        del api.upload_folder
 
 
 def replace_directory(source: str, target: str) -> None:
@@ -86,6 +144,9 @@ class SigtermCheckpointCallback(TrainerCallback):
         finally:
             self._restore()
             if self.received:
+                if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+                    # The default action ends the process without atexit: release the output_dir lock first.
+                    release_all()
                 signal.raise_signal(signal.SIGTERM)
 
     def on_step_end(self, args, state, control, **kwargs):

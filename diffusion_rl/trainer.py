@@ -41,8 +41,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, T
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import logging
 
+from .adapter_check import check_adapter_fits
 from .batching import RepeatSampler, identity_collator
-from .checkpointing import SigtermCheckpointCallback, replace_directory
+from .checkpointing import (
+    SigtermCheckpointCallback,
+    hub_upload_ignoring,
+    is_promoter,
+    replace_directory,
+    write_node_marker,
+)
 from .checks import check_lora_targets, check_mask_token, check_prompt_column, check_reward_funcs, check_whole_groups
 from .completions_table import log_completions_table
 from .config import DiffusionReinforceConfig
@@ -50,9 +57,13 @@ from .generator_state import load_generator_states, save_generator_states
 from .logprobs import LogProbOutput, RolloutBatch, estimate_logprobs, logprob_estimator_std
 from .model_card import TAGS, write_model_card
 from .objectives import clip_fraction, compute_advantages, policy_loss, reinforce_loss, truncated_completions
+from .output_lock import acquire_output_dir_lock
+from .preflight import check_before_wrapping
+from .resume import resolve_resume_checkpoint
 from .rewards.base import RewardOutput, compute_rewards, reward_name
 from .rewards.kl import KLReward
 from .rollouts import RolloutMixin, check_generation_batch, seeded_generator
+from .signal_monitor import SignalMonitor
 from .timing import PhaseTimer, peak_memory_mb
 
 logger = logging.get_logger(__name__)
@@ -121,10 +132,13 @@ class DiffusionReinforceTrainer(RolloutMixin, Trainer):
         reward_funcs, weights = check_reward_funcs(reward_funcs, args.reward_weights)
         self._check_datasets(args, train_dataset, eval_dataset)
         self._check_push_to_hub(args)
+        output_lock = acquire_output_dir_lock(args)  # one run per output_dir, taken before any model is loaded
 
         model = self._load_model(model)
         if processing_class is None:
             processing_class = AutoTokenizer.from_pretrained(model.config._name_or_path)
+        # Tokenizer, first rows, special tokens, lengths, finite weights: before the model is wrapped.
+        check_before_wrapping(args, model, processing_class, train_dataset, eval_dataset)
         model = self._wrap_with_peft(model, peft_config, args.seed)
         reward_funcs, weights = self._add_kl_reward(args, model, reward_funcs, weights)
 
@@ -146,6 +160,7 @@ class DiffusionReinforceTrainer(RolloutMixin, Trainer):
         self._init_special_token_ids()
         self._init_generators()
         self._init_metrics()
+        self._output_lock = output_lock  # released when the process ends (or before SIGTERM is re-delivered)
         self._sigterm = SigtermCheckpointCallback(self.accelerator)
         self.add_callback(self._sigterm)
 
@@ -255,6 +270,16 @@ class DiffusionReinforceTrainer(RolloutMixin, Trainer):
         self._sampler_generator = torch.Generator(self.args.device).manual_seed(seed + 7919 * rank)
         self._logprob_generator = torch.Generator(self.args.device).manual_seed(seed + 7919 * rank + 104729)
         self._std_generator = torch.Generator(self.args.device).manual_seed(seed + 7919 * rank + 224737)
+        # Evaluation draws from its own streams, re-seeded at every `evaluate()`: turning evaluation on must not
+        # change the training run, and every evaluation of a run sees the same noise.
+        self._eval_seed = seed + 7919 * rank + 350377
+        self._eval_sampler_generator = torch.Generator(self.args.device)
+        self._eval_logprob_generator = torch.Generator(self.args.device)
+        self._reset_eval_generators()
+
+    def _reset_eval_generators(self) -> None:
+        self._eval_sampler_generator.manual_seed(self._eval_seed)
+        self._eval_logprob_generator.manual_seed(self._eval_seed + 1)
 
     def _init_metrics(self) -> None:
         """Per-micro-batch metrics and completion rows, averaged / written at each `log` call."""
@@ -268,12 +293,30 @@ class DiffusionReinforceTrainer(RolloutMixin, Trainer):
         self._buffered_inputs: list[dict[str, Any]] | None = None
         self._step = 0
         self._eval_rollouts = False
+        # A learning signal that vanished for a whole logging window is reported (see diffusion_rl.signal_monitor).
+        self._signal_monitor = SignalMonitor(self.reward_names, kl_in_loss=self.args.kl_in == "loss")
+        self._std_measured_step: int | None = None
+        self._pending_push: str | None = None
 
-    def train(self, *args, **kwargs):
-        """`Trainer.train`; on SIGTERM it saves a checkpoint at the end of the current step, stops, then exits."""
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """`Trainer.train`; on SIGTERM it saves a checkpoint at the end of the current step, stops, then exits.
+
+        `resume_from_checkpoint` is checked first (see [`diffusion_rl.resume`]): a folder that lacks a file a resume
+        needs, or holds a truncated one, raises `IncompleteCheckpointError` naming the file; `True` picks the newest
+        *complete* checkpoint and logs which newer ones it skipped and why. The adapter in it must fit the model.
+        """
+        checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args, self.accelerator)
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if checkpoint is not None and isinstance(unwrapped, PeftModel):
+            check_adapter_fits(unwrapped, checkpoint, unwrapped.active_adapter)
         self._buffered_inputs = None  # rollouts of an earlier `train()` call are stale
         with self._sigterm.installed():
-            return super().train(*args, **kwargs)
+            return super().train(checkpoint, *args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        """`Trainer.evaluate` on the evaluation's own RNG streams, re-seeded each time (training is unaffected)."""
+        self._reset_eval_generators()
+        return super().evaluate(*args, **kwargs)
 
     # ------------------------------------------------------------------ data
 
@@ -415,6 +458,9 @@ class DiffusionReinforceTrainer(RolloutMixin, Trainer):
             )  # fmt: skip
             metrics["clip_ratio/region_mean"].append(self.accelerator.gather(fraction.reshape(1)).mean().item())
         self._record_metrics(mode, inputs, lp, first_iteration=iteration == 0)
+        if mode == "train":
+            flags = SignalMonitor.batch_flags(inputs["rewards_per_func"], advantages, loss)
+            self._signal_monitor.observe(self.accelerator.gather(flags), self.state.global_step)
         if mode == "train" and self._should_measure_estimator_std():
             metrics["logprob/estimator_std"].append(self._estimator_std(model, batch))
         outputs = {"rewards": inputs["rewards"], "advantages": advantages, "logps": lp.logps}
@@ -439,8 +485,13 @@ class DiffusionReinforceTrainer(RolloutMixin, Trainer):
     # ------------------------------------------------------------------ metrics
 
     def _should_measure_estimator_std(self) -> bool:
+        """Once per measured optimizer step (its first micro-batch), not on every accumulation micro-batch."""
         every = self.args.estimator_variance_every
-        return bool(every) and self.state.global_step % every == 0
+        step = self.state.global_step
+        if not every or step % every or self._std_measured_step == step:
+            return False
+        self._std_measured_step = step
+        return True
 
     def _estimator_std(self, model, batch: RolloutBatch) -> float:
         """Std of the log-prob estimator at the configured number of draws (two extra no-grad runs)."""
@@ -561,6 +612,10 @@ class DiffusionReinforceTrainer(RolloutMixin, Trainer):
         if mode == "eval":
             metrics = {f"eval_{key}": value for key, value in metrics.items()}
         logs.update(metrics)
+        if mode == "train":
+            messages = self._signal_monitor.end_window(self.state.global_step, logs.get("grad_norm"))
+            if self.accelerator.is_main_process:
+                self._signal_monitor.warn(messages)
         super().log(logs, start_time)
         self._metrics[mode].clear()
         table = self._completions[mode]
@@ -579,14 +634,20 @@ class DiffusionReinforceTrainer(RolloutMixin, Trainer):
         """Write the checkpoint into a staging folder and rename it to `checkpoint-N` only once every file is there.
 
         Trainer writes `checkpoint-N` in place, so a process killed mid-save left a folder without (say)
-        `trainer_state.json` that `resume_from_checkpoint=True` would pick and fail on.
+        `trainer_state.json` that `resume_from_checkpoint=True` would pick and fail on. With several nodes exactly one
+        process per filesystem renames the staged folder (shared or node-local `output_dir`, with or without
+        `save_on_each_node`; see [`diffusion_rl.checkpointing`]), and a Hub push of the checkpoint waits for the
+        rename, so that neither the staging folder nor a folder about to be renamed is uploaded.
         """
         run_dir = self._get_output_dir(trial)
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staging_root = os.path.join(run_dir, f".tmp-{name}")
         staged, final = os.path.join(staging_root, name), os.path.join(run_dir, name)
-        if self.args.should_save and os.path.exists(staging_root):
-            shutil.rmtree(staging_root)  # left by a save that was killed: start clean
+        # The first process of every node: one of them per filesystem will promote (markers below).
+        node_leader = self.args.local_process_index == 0
+        node_index = self.args.process_index - self.args.local_process_index
+        if node_leader and os.path.exists(staging_root):
+            shutil.rmtree(staging_root, ignore_errors=True)  # left by a save that was killed: start clean
         self.accelerator.wait_for_everyone()
         self._checkpoint_staging = os.path.basename(staging_root)
         try:
@@ -597,10 +658,14 @@ class DiffusionReinforceTrainer(RolloutMixin, Trainer):
             self.state.best_model_checkpoint = final
             if self.args.should_save:  # the state file inside must name the final folder
                 self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
-        self.accelerator.wait_for_everyone()  # every rank has written its files (RNG states, ZeRO shards)
-        if self.args.should_save:
+        if node_leader:
+            write_node_marker(staging_root, node_index)
+        self.accelerator.wait_for_everyone()  # every rank has written its files (RNG states, ZeRO shards) and markers
+        promote = node_leader and is_promoter(staging_root, node_index)
+        self.accelerator.wait_for_everyone()  # every leader has read the markers before a promoter removes them
+        if promote and os.path.isdir(staged):
             replace_directory(staged, final)
-            os.rmdir(staging_root)
+            shutil.rmtree(staging_root)
             # Trainer rotated inside the staging folder; rotate among the real checkpoints.
             rotate_checkpoints(
                 output_dir=run_dir,
@@ -609,6 +674,19 @@ class DiffusionReinforceTrainer(RolloutMixin, Trainer):
                 use_mtime=True,
             )
         self.accelerator.wait_for_everyone()
+        if self._pending_push is not None:
+            self._pending_push = None
+            self._push_from_checkpoint(final)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        # Called by Trainer inside the staged save: upload once the folder has its final name.
+        if self._checkpoint_staging is not None:
+            self._pending_push = checkpoint_folder
+            return
+        from transformers.utils.hub import hf_api
+
+        with hub_upload_ignoring(hf_api()):
+            super()._push_from_checkpoint(checkpoint_folder)
 
     def _generators(self) -> dict[str, torch.Generator]:
         return {name: getattr(self, f"_{name}_generator") for name in ("sampler", "logprob", "std")}
@@ -638,8 +716,11 @@ class DiffusionReinforceTrainer(RolloutMixin, Trainer):
         """Save the adapter and card locally, then upload; a failed upload raises `HubPushError`, files are kept."""
         self.save_model(_internal_call=True)
         self.create_model_card(model_name=kwargs.get("model_name"))
+        from transformers.utils.hub import hf_api
+
         try:
-            return super().push_to_hub(commit_message=commit_message, blocking=blocking, **kwargs)
+            with hub_upload_ignoring(hf_api()):  # staging folders and the output_dir lock stay local
+                return super().push_to_hub(commit_message=commit_message, blocking=blocking, **kwargs)
         except OSError as error:  # offline, unreachable, unauthorised: all OSError subclasses in huggingface_hub
             raise HubPushError(
                 f"Uploading to the Hub failed ({type(error).__name__}: {error}). The adapter and model card are saved "
