@@ -2,23 +2,31 @@
 
 The base model and the adapter answer the *same* prompts with the *same* sampler seeds, so each prompt gives a pair
 (before_i, after_i). Resampling prompts (pairs) rather than the two arms independently keeps the prompt-to-prompt
-variation out of the interval, which is what makes small effects visible on a few hundred prompts. Intervals are
-percentile intervals of the resampled mean difference; the RNG is a `numpy.random.Generator` built from an explicit
-seed, so a report is reproducible bit for bit.
+variation out of the interval, which is what makes small effects visible on a few hundred prompts.
+
+The resampling is `scipy.stats.bootstrap` (`paired=True`), with bias-corrected and accelerated (BCa) intervals by
+default: per-prompt rates are bounded and skewed (most completions have no gendered pronoun), where the plain
+percentile interval under-covers. The RNG is a `numpy.random.Generator` built from an explicit seed, so a report is
+reproducible bit for bit. A degenerate sample (one pair, or every difference equal) has the point interval
+`[diff, diff]`, where BCa is undefined.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
+
+METHODS = ("BCa", "percentile", "basic")
 
 
 @dataclass(frozen=True)
 class BootstrapCI:
-    """Mean paired difference ``after - before`` with a percentile bootstrap interval.
+    """Mean paired difference ``after - before`` with a bootstrap interval.
 
     Args:
         diff (`float`): observed mean of ``after_i - before_i`` over the valid pairs.
@@ -42,8 +50,9 @@ def paired_bootstrap(
     num_resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    method: str = "BCa",
 ) -> BootstrapCI:
-    """Percentile bootstrap interval of the mean paired difference ``mean(after - before)``.
+    """Paired bootstrap interval of the mean difference ``mean(after - before)`` (`scipy.stats.bootstrap`).
 
     Args:
         before (`Sequence[float]`): per-prompt values of the reference arm (e.g. the base model).
@@ -51,6 +60,7 @@ def paired_bootstrap(
         num_resamples (`int`, *optional*, defaults to `2000`): bootstrap resamples of the pairs.
         confidence (`float`, *optional*, defaults to `0.95`): interval coverage, in (0, 1).
         seed (`int`, *optional*, defaults to `0`): seed of the local `numpy.random.Generator`.
+        method (`str`, *optional*, defaults to `"BCa"`): `"BCa"`, `"percentile"` or `"basic"` (scipy's names).
 
     Returns:
         `BootstrapCI`. With no valid pair every number is NaN and `n` is 0.
@@ -66,18 +76,36 @@ def paired_bootstrap(
         raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
     if num_resamples < 1:
         raise ValueError(f"num_resamples must be >= 1, got {num_resamples}.")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    valid = ~(np.isnan(before) | np.isnan(after))  # a NaN on either side (metric not applicable) drops the pair
+    before, after = before[valid], after[valid]
     diffs = after - before
-    diffs = diffs[~np.isnan(diffs)]  # a NaN on either side (metric not applicable) drops the pair
     n = int(diffs.size)
     if n == 0:
         return BootstrapCI(diff=float("nan"), low=float("nan"), high=float("nan"), n=0, confidence=confidence)
-    rng = np.random.default_rng(seed)
-    # The mean of resampled differences equals the difference of resampled means (same indices in both arms).
-    idx = rng.integers(0, n, size=(num_resamples, n))  # (R, n)
-    resampled = diffs[idx].mean(axis=1)  # (R,)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(resampled, [alpha, 1.0 - alpha])
-    return BootstrapCI(diff=float(diffs.mean()), low=float(low), high=float(high), n=n, confidence=confidence)
+    diff = float(diffs.mean())
+    if n == 1 or np.all(diffs == diffs[0]):  # every resample has the same mean: BCa's acceleration is 0/0
+        return BootstrapCI(diff=diff, low=diff, high=diff, n=n, confidence=confidence)
+
+    def mean_difference(b, a, axis):
+        return np.mean(a - b, axis=axis)
+
+    with warnings.catch_warnings():
+        # BCa warns when the resampled distribution is nearly degenerate; the interval is still the best available.
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap(
+            (before, after),
+            mean_difference,
+            paired=True,  # resample prompts: the same indices in both arms
+            vectorized=True,
+            n_resamples=num_resamples,
+            confidence_level=confidence,
+            method=method,
+            rng=np.random.default_rng(seed),
+        )
+    low, high = result.confidence_interval
+    return BootstrapCI(diff=diff, low=float(low), high=float(high), n=n, confidence=confidence)
 
 
 def compare(
@@ -89,6 +117,7 @@ def compare(
     num_resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    method: str = "BCa",
 ) -> pd.DataFrame:
     """Paired before/after differences with bootstrap intervals, per setting and metric.
 
@@ -102,6 +131,7 @@ def compare(
         confidence (`float`, *optional*, defaults to `0.95`): interval coverage.
         seed (`int`, *optional*, defaults to `0`): seed of every interval's generator (each row is reproducible
             on its own).
+        method (`str`, *optional*, defaults to `"BCa"`): the interval, as in [`paired_bootstrap`].
 
     Returns:
         `pd.DataFrame` with the `by` columns, `metric`, `before`, `after` (means over the paired prompts),
@@ -119,7 +149,7 @@ def compare(
         setting = setting if isinstance(setting, tuple) else (setting,)
         for metric in metrics:
             b, a = group[f"{metric}_before"].to_numpy(float), group[f"{metric}_after"].to_numpy(float)
-            ci = paired_bootstrap(b, a, num_resamples=num_resamples, confidence=confidence, seed=seed)
+            ci = paired_bootstrap(b, a, num_resamples=num_resamples, confidence=confidence, seed=seed, method=method)
             if ci.n == 0:  # metric not applicable in this setting (e.g. choice metrics on free-text prompts)
                 continue
             valid = ~(np.isnan(a) | np.isnan(b))

@@ -174,7 +174,7 @@ def write_report(
         parts += [
             f"## Differences {after} − {before}",
             "",
-            "Mean paired difference per prompt with a percentile bootstrap interval (resampling prompts).",
+            "Mean paired difference per prompt with a BCa bootstrap interval (resampling prompts).",
             "",
             markdown_table(comparison),
             "",
