@@ -4,8 +4,12 @@ Each rank writes `<output_dir>/rank<k>.pt`: its full (gathered under ZeRO-3) par
 so the test can check that LoRA weights changed identically on every rank and base weights did not change.
 
     accelerate launch --config_file examples/accelerate_configs/cpu_zero3.yaml tests/distributed_train.py OUT_DIR
+
+An optional second argument is a JSON object of `DiffusionReinforceConfig` overrides. Each rank also records the
+prompts of every reward call (one call per generation batch) for the test to check how rollouts were split.
 """
 
+import json
 import os
 import sys
 
@@ -19,8 +23,11 @@ from diffusion_rl.config import DiffusionReinforceConfig  # noqa: E402
 from diffusion_rl.models.tiny import build_tiny_model, build_tiny_tokenizer  # noqa: E402
 from diffusion_rl.trainer import DiffusionReinforceTrainer  # noqa: E402
 
+SCORED: list[list[str]] = []
+
 
 def length_reward(prompts, completions, **kwargs):
+    SCORED.append(list(prompts))
     return [float(len(c)) / 10.0 for c in completions]
 
 
@@ -34,7 +41,7 @@ def gathered_parameters(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone().cpu() for name, p in params.items()}
 
 
-def main(output_dir: str) -> None:
+def main(output_dir: str, overrides: dict) -> None:
     tokenizer = build_tiny_tokenizer()
     model = build_tiny_model(tokenizer, seed=0)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -59,6 +66,7 @@ def main(output_dir: str) -> None:
         ddp_backend="gloo",
         disable_tqdm=True,
         seed=0,
+        **overrides,
     )
     peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     trainer = DiffusionReinforceTrainer(
@@ -69,10 +77,11 @@ def main(output_dir: str) -> None:
     after = gathered_parameters(trainer.model)
     rank = trainer.accelerator.process_index
     torch.save(
-        {"base_before": before, "start": start, "after": after, "world_size": trainer.accelerator.num_processes},
+        {"base_before": before, "start": start, "after": after, "world_size": trainer.accelerator.num_processes,
+         "scored": SCORED},
         os.path.join(output_dir, f"rank{rank}.pt"),
     )
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {})

@@ -5,6 +5,7 @@ on both ranks, the base weights are bit-for-bit those of the freshly built model
 """
 
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -29,13 +30,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _launch(config: str, output_dir: Path) -> list[dict]:
+def _launch(config: str, output_dir: Path, overrides: dict | None = None) -> list[dict]:
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     # The launched script must import this checkout even when the package is not installed.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     command = [accelerate, "launch", "--config_file", str(CONFIGS / config), "--main_process_port", str(_free_port())]
-    command += [str(ROOT / "tests" / "distributed_train.py"), str(output_dir)]
+    command += [str(ROOT / "tests" / "distributed_train.py"), str(output_dir), json.dumps(overrides or {})]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"accelerate launch failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
     return [torch.load(output_dir / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
@@ -76,3 +77,21 @@ def test_two_process_training(config, tmp_path):
     assert len(base) == len(ranks[0]["base_before"])
     for name in base:
         assert torch.equal(after0[name], ranks[0]["base_before"][_base_name(name)]), f"base weight {name} changed"
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_process_generation_batches_and_reuse(tmp_path):
+    """DDP with one generation per optimizer step (2 micro-batches) reused over 2 iterations: each rank samples its
+    own 4 rows (2 prompts x 2 generations) once, the ranks' prompts differ, advantages over both ranks ('mean')."""
+    overrides = {"gradient_accumulation_steps": 2, "num_iterations": 2, "loss_type": "grpo", "baseline": "mean"}
+    ranks = _launch("cpu_ddp.yaml", tmp_path, overrides)
+    scored = [r["scored"] for r in ranks]
+    assert [len(calls) for calls in scored] == [1, 1]  # 2 optimizer steps = 1 generation x 2 iterations
+    for calls in scored:
+        assert len(calls[0]) == 4 and calls[0][0::2] == calls[0][1::2]  # whole groups of 2
+    assert not set(scored[0][0]) & set(scored[1][0])  # each rank its own prompts
+    after0, after1 = ranks[0]["after"], ranks[1]["after"]
+    for name in after0:
+        assert torch.equal(after0[name], after1[name]), f"{name} differs between ranks"
+    assert any(not torch.equal(after0[n], ranks[0]["start"][n]) for n in after0 if "lora_B" in n)
