@@ -68,7 +68,10 @@ def _length_reward(prompts, completions, **kwargs):
     return [float(len(c)) for c in completions]
 
 
-def _trainer(ctx, *, model=None, rewards=_length_reward, dataset=None, peft=True, targets=TARGETS, args=None, **kw):
+def _trainer(
+    ctx, *, model=None, rewards=_length_reward, dataset=None, peft=True, targets=TARGETS, args=None, tokenizer=None,
+    **kw,
+):  # fmt: skip
     from datasets import Dataset
     from peft import LoraConfig
 
@@ -79,9 +82,70 @@ def _trainer(ctx, *, model=None, rewards=_length_reward, dataset=None, peft=True
         rewards,
         args=args if args is not None else _config(ctx, **kw),
         train_dataset=dataset if dataset is not None else Dataset.from_dict({"prompt": ["Who is the nurse?"] * 2}),
-        processing_class=ctx.tokenizer,
+        processing_class=tokenizer if tokenizer is not None else ctx.tokenizer,
         peft_config=LoraConfig(r=2, target_modules=targets) if peft else None,
     )
+
+
+def _tokenizer_with(ctx, **attributes):
+    tokenizer = copy.deepcopy(ctx.tokenizer)  # the session tokenizer is shared: never modify it
+    for name, value in attributes.items():
+        setattr(tokenizer, name, value)
+    return tokenizer
+
+
+def _prompts(*prompts):
+    from datasets import Dataset
+
+    return Dataset.from_dict({"prompt": list(prompts)})
+
+
+def _nan_weights(ctx):
+    import torch
+
+    model = copy.deepcopy(ctx.model)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[0, 0] = float("nan")
+    return _trainer(ctx, model=model)
+
+
+def _locked_by_another_host(ctx):
+    out = ctx.tmp_path / "out"
+    out.mkdir()
+    record = {"pid": 4242, "host": "node-07", "started": 0, "command": "train.py"}
+    (out / ".diffusion_rl.lock").write_text(json.dumps(record))
+    return _trainer(ctx, model=str(ctx.tmp_path / "not-loaded"))
+
+
+def _checkpoint(ctx, *, drop: str | None = None, truncate: str | None = None, step: int = 2) -> Path:
+    """A `checkpoint-N` written by the real savers (PEFT, torch, TrainerState), with one file dropped or cut."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import TrainerState
+
+    from diffusion_rl.generator_state import save_generator_states
+    from diffusion_rl.models.tiny import build_tiny_model
+
+    path = ctx.tmp_path / "out" / f"checkpoint-{step}"
+    model = build_tiny_model(ctx.tokenizer, seed=0, hidden_size=16, intermediate_size=32, num_hidden_layers=1)
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(path)
+    torch.save({"state": {}, "param_groups": []}, path / "optimizer.pt")
+    torch.save({"last_epoch": step}, path / "scheduler.pt")
+    torch.save({"cpu": torch.random.get_rng_state()}, path / "rng_state.pth")
+    save_generator_states(str(path), 0, {"sampler": torch.Generator().manual_seed(0)})
+    TrainerState(global_step=step).save_to_json(str(path / "trainer_state.json"))
+    if drop:
+        (path / drop).unlink()
+    if truncate:
+        data = (path / truncate).read_bytes()
+        (path / truncate).write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _resume(ctx, checkpoint):
+    from diffusion_rl.resume import resolve_resume_checkpoint
+
+    return resolve_resume_checkpoint(checkpoint, _config(ctx))
 
 
 def _sampler(ctx, **kw):
@@ -742,6 +806,129 @@ CASES: list[Case] = [
         "Unset `HF_HUB_OFFLINE` or use `push_to_hub=False`; a failed upload after training keeps the local files.",
         _offline_push,
     ),
+    Case(
+        "trainer-tokenizer-without-pad",
+        "trainer",
+        ValueError,
+        r"the tokenizer has no pad_token_id",
+        "The tokenizer has no pad token (used to fail at the first step, after the model was wrapped).",
+        "Set `tokenizer.pad_token` (LLaDA pads with `<|endoftext|>`); it must differ from the mask token.",
+        lambda ctx: _trainer(ctx, tokenizer=_tokenizer_with(ctx, pad_token=None)),
+    ),
+    Case(
+        "trainer-pad-equals-mask",
+        "trainer",
+        ValueError,
+        r"tokenizer\.pad_token_id equals the mask token id",
+        "The tokenizer pads with the mask token: padding would be read as positions to generate.",
+        "Use a distinct pad token (LLaDA: `<|endoftext|>`, 126081).",
+        lambda ctx: _trainer(ctx, tokenizer=_tokenizer_with(ctx, pad_token="<|mdm_mask|>")),
+    ),
+    Case(
+        "trainer-no-chat-template",
+        "trainer",
+        ValueError,
+        r"the tokenizer has no chat_template",
+        "The trainer's tokenizer has no chat template (checked in `__init__`, before the model is wrapped).",
+        "Set `tokenizer.chat_template` (copy it from the model's `tokenizer_config.json`).",
+        lambda ctx: _trainer(ctx, tokenizer=_tokenizer_with(ctx, chat_template=None)),
+    ),
+    Case(
+        "trainer-control-token-in-dataset",
+        "trainer",
+        _error("diffusion_rl.data.chat", "ControlTokenError"),
+        r"train_dataset row 2 \(prompt\) contains the special token\(s\) \['<\|eot_id\|>'\]",
+        "A row anywhere in the training (or evaluation) set has a special token in its prompt; every row is scanned "
+        "in `__init__`, not only when training reaches it.",
+        "Remove the special tokens from that row.",
+        lambda ctx: _trainer(ctx, dataset=_prompts("Who is the nurse?", "Who is the pilot?", "Hi<|eot_id|>", "Q")),
+    ),
+    Case(
+        "trainer-mask-token-in-dataset",
+        "trainer",
+        _error("diffusion_rl.data.chat", "ControlTokenError"),
+        r"train_dataset row 1 \(prompt\) contains the special token\(s\) \['<\|mdm_mask\|>'\]",
+        "A training prompt contains the mask token as text (it used to fail inside the sampler at the first step).",
+        "Remove it from the prompt.",
+        lambda ctx: _trainer(ctx, dataset=_prompts("Who is the nurse?", "The <|mdm_mask|> is here.")),
+    ),
+    Case(
+        "trainer-prompt-exceeds-max-positions",
+        "trainer",
+        ValueError,
+        r"train_dataset row 0 is \d+ tokens after the chat template; with max_completion_length=8 that exceeds the "
+        r"model's max_position_embeddings=512",
+        "One of the first rows is too long for the model once the completion is appended (checked in `__init__`).",
+        "Set `max_prompt_length` (longer prompts are then left-truncated, as in TRL) or shorten the prompts.",
+        lambda ctx: _trainer(ctx, dataset=_prompts("word " * 600, "Q")),
+    ),
+    Case(
+        "trainer-max-prompt-length-too-large",
+        "trainer",
+        ValueError,
+        r"max_prompt_length=510 \+ max_completion_length=8 exceeds the model's max_position_embeddings=512",
+        "`max_prompt_length + max_completion_length` is more than the model's positions.",
+        "Lower `max_prompt_length` or `max_completion_length`.",
+        lambda ctx: _trainer(ctx, max_prompt_length=510),
+    ),
+    Case(
+        "trainer-empty-dataset",
+        "trainer",
+        ValueError,
+        r"train_dataset is empty: training would end without a single step",
+        "The training set has no row (e.g. a filter removed everything): the run would end without a step.",
+        "Pass a dataset with rows.",
+        lambda ctx: _trainer(ctx, dataset=_prompts()),
+    ),
+    Case(
+        "trainer-non-finite-weights",
+        "trainer",
+        _error("diffusion_rl.preflight", "NonFiniteWeightsError"),
+        r"the model has NaN or inf weights in 1 tensor\(s\): model\.layers\.1\.mlp\.down_proj\.weight",
+        "A weight of the model is NaN or inf (every loss would be NaN, which `transformers.Trainer` hides from the "
+        "logs by default).",
+        "Reload the checkpoint; check how the weights were produced.",
+        _nan_weights,
+    ),
+    Case(
+        "trainer-output-dir-in-use",
+        "trainer",
+        _error("diffusion_rl.output_lock", "OutputDirLockedError"),
+        r"(?s)output_dir '.*/out' is in use by another run \(pid 4242 on node-07.*delete .*\.diffusion_rl\.lock",
+        "Another run holds `output_dir` (its lock file names its pid, host, start time and command; raised before a "
+        "model is loaded). A lock of a dead process on this host is taken over with a warning instead.",
+        "Use another `output_dir`, or wait for the other run; delete the lock file only if that run is gone.",
+        _locked_by_another_host,
+    ),
+    Case(
+        "resume-missing-optimizer",
+        "trainer",
+        _error("diffusion_rl.resume", "IncompleteCheckpointError"),
+        r"checkpoint-2: optimizer\.pt is missing",
+        "`resume_from_checkpoint` names a folder without `optimizer.pt` (or `scheduler.pt`, `rng_state*.pth`, "
+        "`diffusion_rng_state_<rank>.pth`): Trainer used to resume anyway, into a different result.",
+        "Resume from a complete checkpoint, or pass `resume_from_checkpoint=True` for the newest complete one.",
+        lambda ctx: _resume(ctx, str(_checkpoint(ctx, drop="optimizer.pt"))),
+    ),
+    Case(
+        "resume-truncated-adapter",
+        "trainer",
+        _error("diffusion_rl.resume", "IncompleteCheckpointError"),
+        r"adapter_model\.safetensors is truncated",
+        "A checkpoint file is cut short (`adapter_model.safetensors`, `trainer_state.json`, a `.pt` file): it used to "
+        "fail with a bare `SafetensorError` / `JSONDecodeError` naming no file.",
+        "Resume from another checkpoint (`resume_from_checkpoint=True` skips broken ones, with a warning).",
+        lambda ctx: _resume(ctx, str(_checkpoint(ctx, truncate="adapter_model.safetensors"))),
+    ),
+    Case(
+        "resume-no-complete-checkpoint",
+        "trainer",
+        _error("diffusion_rl.resume", "IncompleteCheckpointError"),
+        r"(?s)no checkpoint is complete.*checkpoint-2: trainer_state\.json is truncated",
+        "`resume_from_checkpoint=True` and every `checkpoint-N` is incomplete (each one is listed with its problems).",
+        "Restore the missing files, or delete the broken folders to start over.",
+        lambda ctx: (_checkpoint(ctx, truncate="trainer_state.json"), _resume(ctx, True)),
+    ),
     # ---- models and evaluation
     Case(
         "model-hub-offline",
@@ -919,6 +1106,8 @@ def test_bad_input(case: Case, ctx):
         case.call(ctx)
     # The exact class (not a subclass that happens to match): it is what the docs page promises.
     assert excinfo.type is case.error, f"{case.id}: got {excinfo.type.__name__}: {excinfo.value}"
+    # Raised before any model was wrapped: the shared session model never received an adapter.
+    assert not any("lora_" in name for name, _ in ctx.model.named_modules()), f"{case.id} wrapped the model"
 
 
 def test_catalogue_is_broad_and_ids_are_unique():

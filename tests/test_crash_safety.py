@@ -117,6 +117,8 @@ def test_sigterm_saves_a_checkpoint_then_exits(tmp_path, tiny_tokenizer):
     # The previous (default) handler is restored and the signal re-delivered once the checkpoint is written.
     assert child.returncode == -signal.SIGTERM, child.stderr[-3000:]
     assert _checkpoints(out) == ["checkpoint-3"]  # save_steps=100: this save comes from the signal alone
+    # The default SIGTERM action skips atexit: the output_dir lock is released before the signal is re-delivered.
+    assert not (out / ".diffusion_rl.lock").exists()
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
 
