@@ -6,10 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffusion_rl.bias.evaluation.report import LIMITATIONS, markdown_table, select_examples, write_report
+from diffusion_rl.bias.evaluation.report import BIAS_LABELS, LIMITATIONS, markdown_table, select_examples, write_report
 from diffusion_rl.evaluation.plots import (
+    MetricLabel,
     Plot,
     load_log_history,
+    metric_label,
+    moving_average,
+    plot_before_after,
     plot_bias_distribution,
     plot_grid,
     plot_training_curves,
@@ -61,10 +65,20 @@ def test_training_curves_from_trainer_state(tmp_path):
     (run / "checkpoint-10" / "trainer_state.json").write_text(json.dumps({"log_history": LOG_HISTORY}))
     # The latest checkpoint (by step number, not by name) is used when the run dir has no trainer_state.json.
     assert load_log_history(run) == LOG_HISTORY
-    plot = plot_training_curves(run, tmp_path / "figs" / "training.png")
-    assert plot.panels == ["loss", "reward", "KL(adapter || base)", "GenBit bias"]
-    width, height = _png_size(plot.path)
-    assert width == 1200 and height == 600  # 3 columns x 2 rows of 4x3-inch panels at 100 dpi
+    plot = plot_training_curves(run, tmp_path / "figs" / "training.png")  # the generic curves by default
+    assert plot.panels == ["Training loss", "Mean reward", "KL divergence from the base model"]
+    assert _png_size(plot.path) == (1350, 330)  # 3 columns x 1 row of 4.5 x 3.3-inch panels at 100 dpi
+    keys = ["loss", "reward", "kl", "bias/genbit"]
+    plot = plot_training_curves(run, tmp_path / "figs" / "bias.png", keys=keys, labels=BIAS_LABELS)
+    assert plot.panels[-1] == "GenBit bias of the completions" and _png_size(plot.path) == (1350, 660)
+
+
+def test_labels_in_words_and_the_moving_average():
+    assert metric_label("kl") == MetricLabel("KL divergence from the base model", "KL(adapter || base), nats")
+    assert metric_label("eval_reward").title == "Mean reward (held-out)"
+    assert metric_label("genbit_corpus") == MetricLabel("Genbit corpus", "value")  # unknown: its name in words
+    # Centred, the window shrinking at the ends: every step keeps a value.
+    np.testing.assert_allclose(moving_average([0, 3, 6, 9], 3), [1.5, 3, 6, 7.5])
 
 
 def test_training_curves_bad_input(tmp_path):
@@ -76,9 +90,11 @@ def test_training_curves_bad_input(tmp_path):
 
 def test_bias_distribution_and_grid(tmp_path):
     records = _records()
-    plot = plot_bias_distribution(records, tmp_path / "bias.png", temperature=0.0)
-    assert plot.panels == ["genbit_bias", "gendered_pronoun_count"]
-    assert _png_size(plot.path) == (800, 300)
+    records["empty"] = np.nan
+    metrics = ["genbit_bias", "gendered_pronoun_count", "empty"]  # a metric without values gets no empty panel
+    plot = plot_bias_distribution(records, tmp_path / "bias.png", temperature=0.0, metrics=metrics, labels=BIAS_LABELS)
+    assert plot.panels == ["GenBit bias per completion", "Gendered pronouns per completion"]
+    assert _png_size(plot.path) == (900, 330)
     with pytest.raises(ValueError, match="no column"):
         plot_bias_distribution(records, tmp_path / "b.png", metrics=["nope"])
     with pytest.raises(ValueError, match="variant 'adapter'"):
@@ -88,9 +104,25 @@ def test_bias_distribution_and_grid(tmp_path):
         [{"dataset_size": n, "temperature": t, "rate": 1 / n, "kl": n * t} for n in (1000, 2000) for t in (0.0, 1.0)]
     )
     plot = plot_grid(grid, tmp_path / "grid.png", metrics=["rate", "kl"])
-    assert plot.panels == ["rate", "kl"] and _png_size(plot.path) == (800, 300)
+    assert plot.panels == ["Rate", "KL divergence from the base model"] and _png_size(plot.path) == (900, 330)
     with pytest.raises(ValueError, match="missing"):
         plot_grid(grid, tmp_path / "g.png", metrics=["absent"])
+
+
+def test_before_after_bars_state_the_paired_change(tmp_path):
+    from diffusion_rl.evaluation.bootstrap import paired_bootstrap
+
+    records = _records()
+    plot = plot_before_after(records, tmp_path / "ba.png", metrics=["gendered_pronoun_count", "genbit_bias"])
+    assert plot.panels == ["Gendered pronoun count", "Genbit bias"]
+    assert _png_size(plot.path) == (920, 340)
+    base, adapter = (
+        records[records["variant"] == v].sort_values(["temperature", "index"]) for v in ("base", "adapter")
+    )
+    ci = paired_bootstrap(base["gendered_pronoun_count"], adapter["gendered_pronoun_count"])
+    assert ci.diff == pytest.approx(-0.75)  # prompt 1 drops 3 pronouns at both temperatures: -6 / 8 pairs
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_before_after(records.assign(x=np.nan), tmp_path / "x.png", metrics=["x"])
 
 
 def test_markdown_table_escapes_and_formats():
@@ -136,7 +168,7 @@ def test_write_report(tmp_path):
         "## Limitations",
     ]:
         assert heading in text
-    assert "![genbit_bias, gendered_pronoun_count](bias.png)" in text
+    assert "![Genbit bias, Gendered pronoun count](bias.png)" in text
     assert "- **adapter:** adapter answer 1 \\| with pipe" not in text  # examples are prose, not table cells
     assert "- **adapter:** adapter answer 1 | with pipe" in text
     assert LIMITATIONS in text

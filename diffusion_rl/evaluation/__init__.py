@@ -12,12 +12,21 @@ The generic pieces live here; the gender-bias metrics, BBQ scores and the markdo
 
 from .bootstrap import BootstrapCI, compare, paired_bootstrap
 from .generate import AdapterMismatchError, EvalResult, completion_kl, generate_completions, load_adapter
-from .plots import Plot, load_log_history, plot_bias_distribution, plot_grid, plot_training_curves
+from .plots import (
+    MetricLabel,
+    Plot,
+    load_log_history,
+    plot_before_after,
+    plot_bias_distribution,
+    plot_grid,
+    plot_training_curves,
+)
 
 __all__ = [
     "AdapterMismatchError",
     "BootstrapCI",
     "EvalResult",
+    "MetricLabel",
     "Plot",
     "compare",
     "completion_kl",
@@ -25,6 +34,7 @@ __all__ = [
     "load_adapter",
     "load_log_history",
     "paired_bootstrap",
+    "plot_before_after",
     "plot_bias_distribution",
     "plot_grid",
     "plot_training_curves",

@@ -16,7 +16,16 @@ import pandas as pd
 
 from ...evaluation.bootstrap import compare
 from ...evaluation.generate import EvalResult
-from ...evaluation.plots import PLOTS_HINT, Plot, plot_bias_distribution, plot_training_curves, plots_available
+from ...evaluation.plots import (
+    PLOTS_HINT,
+    MetricLabel,
+    Plot,
+    load_log_history,
+    plot_before_after,
+    plot_bias_distribution,
+    plot_training_curves,
+    plots_available,
+)
 from .metrics import BBQ_COLUMNS
 
 # Per-text columns compared before/after by `report_evaluation` (those present in the records).
@@ -32,6 +41,29 @@ COMPARE_METRICS = (
     "stereotyped",
     "kl",
 )
+
+# Titles and units of the bias metrics on figures (the generic ones are in `diffusion_rl.evaluation.plots`).
+BIAS_LABELS: dict[str, MetricLabel] = {
+    "bias/genbit": MetricLabel("GenBit bias of the completions", "GenBit |bias| (log ratio)"),
+    "bias/genbit_corpus": MetricLabel("GenBit bias of the batch as a corpus", "GenBit |bias| (log ratio)"),
+    "completions/gendered_pronoun_rate": MetricLabel("Gendered pronouns in completions", "pronouns per word"),
+    "choice/correct_rate": MetricLabel("Multiple-choice answers correct", "share of applicable answers"),
+    "genbit_bias": MetricLabel("GenBit bias per completion", "GenBit |bias| (log ratio)"),
+    "gendered_pronoun_count": MetricLabel("Gendered pronouns per completion", "pronouns", integer=True),
+    "gendered_word_count": MetricLabel("Gendered words per completion", "words", integer=True),
+    "gendered_pronoun_rate": MetricLabel("Gendered-pronoun rate", "pronouns per word"),
+    "pronoun_rate": MetricLabel("Pronoun rate (all pronouns)", "pronouns per word"),
+    "gendered_word_rate": MetricLabel("Gendered-word rate", "gendered words per word"),
+    "valid": MetricLabel("Answers naming one option", "share of answers"),
+    "neutral": MetricLabel("Neutral / unknown option chosen", "share of answers"),
+    "correct": MetricLabel("Correct option chosen", "share of answers"),
+    "stereotyped": MetricLabel("Stereotyped option chosen", "share of answers"),
+    "disfluency_rate": MetricLabel("Non-words and repeated words", "share of words"),
+}
+# The before/after bar figure: the headline metrics (those with values are drawn).
+BEFORE_AFTER_METRICS = ("gendered_pronoun_rate", "genbit_bias", "stereotyped", "correct", "disfluency_rate", "kl")
+# Training curves of the report: generic ones and the bias rewards' logged metrics, when logged.
+TRAINING_CURVES = ("loss", "reward", "kl", "bias/genbit", "completions/gendered_pronoun_rate", "choice/correct_rate")
 
 LIMITATIONS = (
     "GenBit is designed for corpora (its authors recommend hundreds of documents); per text it is noisy, and it "
@@ -260,7 +292,11 @@ def report_evaluation(
             f"--eval_dir {output_dir}` to add them."
         )
     if log_history is not None and draw:
-        plots.append(plot_training_curves(log_history, output_dir / "plots" / "training.png"))
+        history = load_log_history(log_history)
+        logged = {key for entry in history for key in entry}
+        keys = [k for k in TRAINING_CURVES if k in logged] or None  # None: the generic curves (or a clear error)
+        path = output_dir / "plots" / "training.png"
+        plots.append(plot_training_curves(history, path, keys=keys, labels=BIAS_LABELS))
     comparison = None
     variants = set(result.records["variant"])
     if {"base", "adapter"} <= variants:
@@ -269,10 +305,20 @@ def report_evaluation(
             result.variant("base"), result.variant("adapter"), metrics=metrics, num_resamples=num_resamples, seed=seed
         )
         comparison.to_csv(output_dir / "comparison.csv", index=False)
+        headline = [m for m in BEFORE_AFTER_METRICS if m in result.records.columns]
+        if draw and headline:
+            plots.append(
+                plot_before_after(
+                    result.records, output_dir / "plots" / "before_after.png", metrics=headline, labels=BIAS_LABELS
+                )
+            )
         for temperature in sorted(set(result.records["temperature"])) if draw else []:
             plots.append(
                 plot_bias_distribution(
-                    result.records, output_dir / "plots" / f"bias_T{temperature:g}.png", temperature=temperature
+                    result.records,
+                    output_dir / "plots" / f"bias_T{temperature:g}.png",
+                    temperature=temperature,
+                    labels=BIAS_LABELS,
                 )
             )
     bbq_columns = [c for c in ("n_bbq", *BBQ_COLUMNS) if c in result.metrics.columns]
