@@ -136,6 +136,8 @@ CONSOLE_METRICS = {
     "choice/correct_rate": "correct",
     "completions/mean_length": "length",
 }
+# How the model card's usage snippet loads the embedded default model (instead of a path of this machine).
+DEFAULT_MODEL_CODE = "from diffusion_rl.bias import load_default_model\n\nbase, tokenizer = load_default_model()"
 # Smallest scaled-down evaluation: a quick try still gets a readable before/after table.
 MIN_SCALED_EVAL_SIZE = 8
 # The before/after evaluation sizes a quick try (`--max_steps` below the recipe's) scales down.
@@ -420,6 +422,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, An
         processing_class=tokenizer,
         peft_config=peft_config,
     )
+    if model_args.model_name_or_path is None:  # the card's usage snippet loads the embedded model, not a local path
+        trainer.model_card_kwargs = {"base_model_code": DEFAULT_MODEL_CODE}
     log = use_compact_logging(trainer, CONSOLE_METRICS, output_dir / "train_log.jsonl")
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
