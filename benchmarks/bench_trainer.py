@@ -5,11 +5,12 @@
 Every estimator (``one_step``, ``mc_elbo`` with 4 draws, ``trajectory``) is measured in the same run, on a freshly
 built tiny LLaDA (the default model's shape, 4 x 128, random weights) with LoRA r=16 on q/k/v/o, the tiny CPU recipe's
 sampling settings (gen_length 48, block 16, 48 steps, temperature 1), synthetic MCQ prompts, and the seed's reward
-(``NeutralChoiceReward`` + GenBit + ``0.1 KL``, KL computed by the estimator against the adapter-disabled base).
+(``NeutralChoiceReward`` + GenBit + ``0.1 KL``, the KL from one forward pair on the clean prompt, adapter on and
+off: ``clean_prompt_kl``).
 
-One step runs the trainer's own hooks in the order ``training_step`` does (``_prepare_inputs`` = sampling and
-decoding, ``_estimate_logprobs`` = policy log-probs with grad + KL to the reference, ``_score`` = rewards, then
-advantages, loss, backward and the AdamW step on the LoRA parameters), timed per phase; one warm-up step, then the
+One step runs the trainer's own hooks in the order a generation does (``_generate`` = sampling and decoding; reward =
+``clean_prompt_kl`` + ``_score``; ``_estimate_logprobs`` = policy log-probs with grad; then advantages, loss,
+backward and the AdamW step on the LoRA parameters), timed per phase; one warm-up step, then the
 median over the timed steps. The tables use this thread's CPU time, which other jobs on a shared machine do not
 inflate (with 1 torch thread, forward and backward both run on it); wall seconds are printed beside them. Times are
 also given in *forward-equivalents* (FE): the phase time divided by the time of one full no-grad forward of the
@@ -42,6 +43,7 @@ from diffusion_rl.config import DiffusionReinforceConfig
 from diffusion_rl.logprobs import RolloutBatch, estimate_logprobs
 from diffusion_rl.models.tiny import build_tiny_model, build_tiny_tokenizer
 from diffusion_rl.objectives import reinforce_loss
+from diffusion_rl.rewards.kl import clean_prompt_kl
 from diffusion_rl.trainer import DiffusionReinforceTrainer
 
 PHASES = ("sampling", "logprob", "reward", "backward")
@@ -121,8 +123,18 @@ def forward_seconds(model: torch.nn.Module, inputs: dict, repeats: int) -> float
     return statistics.median(times)
 
 
+def reward(trainer: DiffusionReinforceTrainer, inputs: dict):
+    """The generation-time reward of the trainer: the clean-prompt KL pair, then the reward functions."""
+    kl = clean_prompt_kl(
+        trainer.model, trainer._reference(), inputs["prompt_ids"], inputs["prompt_mask"], inputs["completion_mask"],
+        mask_token_id=trainer.mask_token_id,
+    )  # fmt: skip
+    return trainer._score(inputs, kl)
+
+
 def one_step(trainer: DiffusionReinforceTrainer, rows: list[dict]) -> tuple[dict, dict, dict]:
-    """One REINFORCE step through the trainer's own hooks (what `training_step` runs), timed and counted per phase.
+    """One REINFORCE step through the trainer's own hooks (what a generation + `training_step` run), timed and counted
+    per phase.
 
     Returns `(cpu seconds, wall seconds, NFE)` per phase; backward includes the AdamW step on the LoRA parameters.
     """
@@ -132,15 +144,17 @@ def one_step(trainer: DiffusionReinforceTrainer, rows: list[dict]) -> tuple[dict
     try:
         model.eval()
         with Clock() as clocks["sampling"]:
-            inputs = trainer._prepare_inputs(rows)
+            inputs = trainer._generate(rows)
         nfe["sampling"] = len(calls)
         calls.clear()
         model.train()
-        with Clock() as clocks["logprob"]:
-            lp = trainer._estimate_logprobs(model, rollout_batch(inputs))
-        nfe["logprob"] = len(calls)
         with Clock() as clocks["reward"]:
-            scored = trainer._score(inputs, lp.kl.detach())
+            scored = reward(trainer, inputs)
+        nfe["reward"] = len(calls)
+        calls.clear()
+        with Clock() as clocks["logprob"]:
+            lp = trainer._estimate_logprobs(model, rollout_batch(inputs), with_kl=False)
+        nfe["logprob"] = len(calls)
         with Clock() as clocks["backward"]:
             advantages = trainer._compute_advantages(scored.total.float()).detach()
             reinforce_loss(lp.logps, advantages).backward()
@@ -180,10 +194,12 @@ def measure(args, estimator: str, samples: int) -> dict:
         # Untimed pass: memory of each phase.
         model = trainer.model
         model.eval()
-        peak_sampling, _, inputs = memory_mb(lambda: trainer._prepare_inputs(rows))
+        peak_sampling, _, inputs = memory_mb(lambda: trainer._generate(rows))
         model.train()
-        peak_logprob, held_logprob, lp = memory_mb(lambda: trainer._estimate_logprobs(model, rollout_batch(inputs)))
-        peak_reward, _, scored = memory_mb(lambda: trainer._score(inputs, lp.kl.detach()))
+        peak_reward, _, scored = memory_mb(lambda: reward(trainer, inputs))
+        peak_logprob, held_logprob, lp = memory_mb(
+            lambda: trainer._estimate_logprobs(model, rollout_batch(inputs), with_kl=False)
+        )
         loss = reinforce_loss(lp.logps, trainer._compute_advantages(scored.total.float()).detach())
         peak_backward, _, _ = memory_mb(loss.backward)
         model.zero_grad(set_to_none=True)
@@ -320,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     row("outside sampling, FE", [f"{value:.1f}" for value in outside])
     row("target <= 4 FE per sample", ["met" if value <= 4 else "not met" for value in outside])
     nfe = [results[label]["nfe"] for label in labels]
-    row("NFE sampling / logprob", [f"{n['sampling']} / {n['logprob']}" for n in nfe])
+    row("NFE sampling / reward / logprob", [f"{n['sampling']} / {n['reward']} / {n['logprob']}" for n in nfe])
     print("\npeak MB above the phase's start (torch CPU allocations)")
     row("phase", labels)
     for phase in PHASES:

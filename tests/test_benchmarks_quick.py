@@ -17,6 +17,7 @@ SCRIPTS = {
     "bench_sampler.py": "exact / reference:",
     "bench_trainer.py": "held by logprob for backward",
     "bench_genbit.py": "speed-up",
+    "bench_rl_step.py": "fast / exact speed-up per step",
 }
 # Scripts without a --quick mode (they take no arguments and are cheap enough to run by hand).
 WITHOUT_QUICK = {"bench_data.py"}
@@ -46,3 +47,22 @@ def test_quick_mode_runs(script, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert SCRIPTS[script] in result.stdout
+
+
+def test_gpu_check_runs_at_a_reduced_shape_on_cpu(tmp_path):
+    """benchmarks/gpu_check.py is prepared for a GPU session (LLaDA-8B shape); here it runs its reduced shape."""
+    import json
+
+    output = tmp_path / "gpu_check.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--tiny", "--device", "cpu", "--output",
+         str(output)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert set(report["sampler"]) == {"exact", "dual_cache", "dual_cache_threshold_0.9"}
+    assert report["sampler"]["exact"]["nfe"] == 16 and report["sampler"]["exact"]["tokens_per_s"] > 0
+    assert set(report["rl_step"]) == {"without_gradient_checkpointing", "with_gradient_checkpointing"}
+    assert all(step["achieved_tflops"] > 0 for step in report["rl_step"].values())
