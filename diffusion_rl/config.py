@@ -52,7 +52,9 @@ class DiffusionReinforceConfig(TrainingArguments):
         remasking (`str`, *optional*, defaults to `"low_confidence"`):
             Which positions the sampler commits first: `"low_confidence"` or `"random"`.
         max_prompt_length (`int`, *optional*):
-            Left-truncate prompts to this many tokens (`None` keeps them whole).
+            Left-truncate prompts to this many tokens after the chat template, as TRL's `GRPOConfig` does (one
+            warning per process; the start of the template is what is cut). `None` keeps them whole; a prompt that
+            then does not fit the model with its completion is an error.
         num_generations (`int`, *optional*, defaults to `1`):
             Completions sampled per prompt (the seed samples one). The global batch
             (`per_device_train_batch_size * num_processes * gradient_accumulation_steps`) must be a multiple of it.

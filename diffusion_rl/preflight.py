@@ -196,8 +196,10 @@ def check_before_wrapping(args, model: nn.Module, tokenizer, train_dataset, eval
             The loaded model (its config gives `mask_token_id` and `max_position_embeddings`).
         tokenizer (`PreTrainedTokenizerBase`):
             The trainer's tokenizer.
-        train_dataset, eval_dataset:
-            The datasets (`eval_dataset` may be `None` or a dict of datasets).
+        train_dataset (`datasets.Dataset` or iterable):
+            The training rows (a `prompt` column).
+        eval_dataset (`datasets.Dataset` or `dict`, *optional*):
+            The evaluation rows, `None`, or a dict of datasets.
     """
     config = model.config
     check_tokenizer(tokenizer, config.mask_token_id)
