@@ -83,16 +83,21 @@ def check_reward_funcs(reward_funcs, reward_weights: list[float] | None) -> tupl
 
 
 def check_whole_groups(args, has_eval_dataset: bool) -> None:
-    """Raise a `ValueError` unless every per-device batch size is a multiple of `args.num_generations`.
+    """Raise a `ValueError` unless every per-device batch size is a multiple of its group size (`num_generations`
+    in training, `num_generations_eval` in evaluation).
 
     Each per-device batch must hold whole groups of generations of the same prompt: the group baselines are computed
     on each process's micro-batch, with no collective.
     """
-    fields = ["per_device_train_batch_size"] + (["per_device_eval_batch_size"] if has_eval_dataset else [])
-    for field in fields:
-        if getattr(args, field) % args.num_generations:
+    groups = [("per_device_train_batch_size", "num_generations", args.num_generations)]
+    if has_eval_dataset:
+        eval_group = getattr(args, "num_generations_eval", None) or args.num_generations
+        name = "num_generations_eval" if getattr(args, "num_generations_eval", None) else "num_generations"
+        groups.append(("per_device_eval_batch_size", name, eval_group))
+    for field, name, group in groups:
+        if getattr(args, field) % group:
             raise ValueError(
-                f"{field}={getattr(args, field)} is not a multiple of num_generations={args.num_generations}: "
+                f"{field}={getattr(args, field)} is not a multiple of {name}={group}: "
                 "each per-device batch must hold whole groups of generations of the same prompt."
             )
 

@@ -58,6 +58,9 @@ class DiffusionReinforceConfig(TrainingArguments):
         num_generations (`int`, *optional*, defaults to `1`):
             Completions sampled per prompt (the seed samples one). The global batch
             (`per_device_train_batch_size * num_processes * gradient_accumulation_steps`) must be a multiple of it.
+        num_generations_eval (`int`, *optional*):
+            Completions sampled per prompt during evaluation (TRL's name; fewer saves compute); `None` uses
+            `num_generations`. `per_device_eval_batch_size` must be a multiple of it.
         sampler_seed (`int`, *optional*):
             Seed of the sampler's and estimator's `torch.Generator` (combined with the process index); defaults to
             `seed`.
@@ -181,6 +184,10 @@ class DiffusionReinforceConfig(TrainingArguments):
         default=None, metadata={"help": "Left-truncate prompts to this many tokens (None keeps them whole)."}
     )
     num_generations: int = field(default=1, metadata={"help": "Completions sampled per prompt (the seed: 1)."})
+    num_generations_eval: int | None = field(
+        default=None,
+        metadata={"help": "Completions per prompt during evaluation (TRL's name); None uses num_generations."},
+    )
     sampler_seed: int | None = field(
         default=None, metadata={"help": "Seed of the sampler/estimator torch.Generator (defaults to `seed`)."}
     )
@@ -366,6 +373,7 @@ class DiffusionReinforceConfig(TrainingArguments):
         check_float("cfg_scale", self.cfg_scale, minimum=0.0, hint="0 disables classifier-free guidance.")
         check_int("max_prompt_length", self.max_prompt_length, minimum=1, allow_none=True)
         check_int("sampler_seed", self.sampler_seed, minimum=0, allow_none=True)
+        check_int("num_generations_eval", self.num_generations_eval, minimum=1, allow_none=True)
         if self.max_completion_length % self.block_length:
             raise ValueError(
                 f"max_completion_length={self.max_completion_length} must be a multiple of "
@@ -381,6 +389,11 @@ class DiffusionReinforceConfig(TrainingArguments):
             raise ValueError(
                 f"baseline={self.baseline!r} compares several generations of the same prompt: set "
                 f"num_generations >= 2 (got {self.num_generations}) or use baseline='none' / 'mean'."
+            )
+        if self.baseline in ("rloo", "group") and self.num_generations_eval == 1:
+            raise ValueError(
+                f"baseline={self.baseline!r} needs groups in evaluation too: set num_generations_eval >= 2 (or None, "
+                "to use num_generations)."
             )
 
     def _check_estimator(self) -> None:

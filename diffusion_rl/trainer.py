@@ -321,7 +321,13 @@ class DiffusionReinforceTrainer(RolloutMixin, Trainer):
     # ------------------------------------------------------------------ data
 
     def _get_eval_sampler(self, eval_dataset) -> torch.utils.data.Sampler:
-        return RepeatSampler(eval_dataset, self.args.num_generations, shuffle=False)
+        return RepeatSampler(eval_dataset, self._num_generations(training=False), shuffle=False)
+
+    def _num_generations(self, training: bool | None = None) -> int:
+        """Completions per prompt: `num_generations` in training, TRL's `num_generations_eval` (default: the same)
+        in evaluation; `training=None` follows the model's mode."""
+        training = self.model.training if training is None else training
+        return self.args.num_generations if training else self.args.num_generations_eval or self.args.num_generations
 
     def _remove_unused_columns(self, dataset, description: str | None = None):
         # Every column may be needed by a reward function: keep them all.
@@ -399,7 +405,7 @@ class DiffusionReinforceTrainer(RolloutMixin, Trainer):
         """Advantages `(N,)` from rewards `(N,)`: `baseline` then `scale_rewards` (groups are consecutive rows)."""
         return compute_advantages(
             rewards,
-            num_generations=self.args.num_generations,
+            num_generations=self._num_generations(),
             baseline=self.args.baseline,
             scale_rewards=self.args.scale_rewards,
         )
@@ -520,7 +526,7 @@ class DiffusionReinforceTrainer(RolloutMixin, Trainer):
         rewards, advantages = inputs["rewards"], inputs["advantages"]
         all_rewards = gather(rewards)  # (N * world,)
         metrics["reward"].append(all_rewards.mean().item())
-        group = self.args.num_generations
+        group = self._num_generations()
         if group > 1:
             # TRL's reward_std: the within-group std, averaged over groups.
             metrics["reward_std"].append(all_rewards.view(-1, group).std(dim=1).mean().item())

@@ -160,3 +160,14 @@ def test_accelerate_launch_with_the_default_config_has_no_defaults_warning(tmp_p
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "launched" in out.stdout and "were not passed" not in out.stderr + out.stdout
+
+
+def test_in_training_evaluation_in_the_main_job(tiny_model_dir, tmp_path, capsys):
+    argv = ["--model_name_or_path", str(tiny_model_dir), "--config", "tiny_cpu.yaml", "--output_dir", str(tmp_path)]
+    argv += ["--max_steps", "2", "--train_size", "8", "--steps", "8", "--max_completion_length", "16"]
+    argv += ["--block_length", "8", "--eval_size", "2", "--eval_free_text_size", "0", "--eval_unseen_roles_size", "0"]
+    argv += ["--eval_strategy", "steps", "--eval_steps", "1", "--num_generations_eval", "2", "--skip_eval", "true"]
+    train_bias.main(argv)
+    logged = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in logged if "eval_loss" in e] == [1, 2]
+    assert "| eval loss " in capsys.readouterr().out

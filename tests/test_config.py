@@ -66,6 +66,8 @@ def test_paper_recipe_parses_with_trl_parser():
     [
         ({"baseline": "rloo"}, "num_generations >= 2"),
         ({"baseline": "group", "num_generations": 1}, "num_generations >= 2"),
+        ({"num_generations_eval": 0}, "num_generations_eval must be"),
+        ({"baseline": "rloo", "num_generations": 2, "num_generations_eval": 1}, "num_generations_eval >= 2"),
         ({"num_generations": 3, "per_device_train_batch_size": 4}, "multiple of num_generations=3"),
         ({"max_completion_length": 100, "block_length": 32}, "multiple of block_length"),
         ({"steps": 10}, "multiple of the number of blocks"),

@@ -340,6 +340,37 @@ def test_evaluate_logs_eval_metrics(tmp_path, tiny_tokenizer):
     assert metrics["eval_reward"] > 0
 
 
+@pytest.mark.parametrize(("num_generations_eval", "rows"), [(None, 6), (1, 3)])
+def test_num_generations_eval_sets_the_evaluation_groups(tmp_path, tiny_tokenizer, num_generations_eval, rows):
+    """TRL's `num_generations_eval`: each of the 3 evaluation prompts is sampled that many times (default: as in
+    training, 2), and the group metrics use it (a group of one has no within-group spread)."""
+    config = _config(
+        tmp_path, per_device_eval_batch_size=2, num_generations_eval=num_generations_eval, log_completions=True
+    )
+    trainer = DiffusionReinforceTrainer(
+        build_tiny_model(tiny_tokenizer, seed=0),
+        length_reward,
+        args=config,
+        train_dataset=_dataset(),
+        eval_dataset=_dataset(3),
+        processing_class=tiny_tokenizer,
+        peft_config=_lora(),
+    )
+    metrics = trainer.evaluate()
+    table = pd.read_parquet(os.path.join(config.output_dir, "completions", "eval_step_0000000.parquet"))
+    assert len(table) == rows and table["prompt"].nunique() == 3
+    assert math.isfinite(metrics["eval_reward_std"])
+    with pytest.raises(ValueError, match="per_device_eval_batch_size=3 is not a multiple of num_generations_eval=2"):
+        DiffusionReinforceTrainer(
+            build_tiny_model(tiny_tokenizer, seed=0),
+            length_reward,
+            args=_config(tmp_path, per_device_eval_batch_size=3, num_generations_eval=2),
+            train_dataset=_dataset(),
+            eval_dataset=_dataset(3),
+            processing_class=tiny_tokenizer,
+        )
+
+
 def test_logprob_recompute_changes_memory_not_the_update(tmp_path, tiny_tokenizer):
     """`logprob_recompute` re-runs each draw's forward in backward: same LoRA weights after the step as without."""
 

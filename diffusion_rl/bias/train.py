@@ -419,6 +419,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, An
         reward_funcs=rewards,
         args=training_args,
         train_dataset=train_dataset,
+        # In-training evaluation (--eval_strategy steps --eval_steps N [--num_generations_eval G]) on the main
+        # held-out set, on the evaluation's own RNG streams (the training run is the same with or without it).
+        eval_dataset=eval_sets.get("main") if training_args.eval_strategy != "no" else None,
         processing_class=tokenizer,
         peft_config=peft_config,
     )
