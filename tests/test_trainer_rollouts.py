@@ -193,9 +193,10 @@ def test_trajectory_estimator_refuses_the_approximate_sampler(tmp_path):
 
 
 def test_cli_parser_reaches_the_new_fields(tmp_path):
-    from trl import TrlParser
+    """The main job's command line (`diffusion-rl train`, examples/train_llada_bias.py) parses every new field."""
+    from diffusion_rl.bias.train import parse_args
 
-    (args,) = TrlParser((DiffusionReinforceConfig,)).parse_args_into_dataclasses(
+    _, args, _ = parse_args(
         ["--output_dir", str(tmp_path), "--sampler_cache", "dual", "--sampler_threshold", "0.9", "--loss_type",
          "dr_grpo", "--num_iterations", "2", "--epsilon_high", "0.28", "--scale_rewards", "none", "--baseline",
          "group", "--num_generations", "2", "--mask_truncated_completions", "true", "--gradient_accumulation_steps",
