@@ -186,7 +186,8 @@ def test_report_from_real_generations(zero_result, tmp_path):
     history = [{"step": s, "loss": 1.0 / s, "reward": -1.0 / s, "kl": 0.01 * s} for s in (1, 2, 3)]
     path = report_evaluation(zero_result, tmp_path, log_history=history, num_resamples=200, num_examples=1)
     text = path.read_text()
-    assert {p.name for p in (tmp_path / "plots").iterdir()} == {"training.png", "bias_T0.png", "bias_T1.png"}
+    plots = {p.name for p in (tmp_path / "plots").iterdir()}
+    assert plots == {"training.png", "before_after.png", "bias_T0.png", "bias_T1.png"}
     assert (tmp_path / "comparison.csv").is_file() and (tmp_path / "records.jsonl").is_file()
     comparison = pd.read_csv(tmp_path / "comparison.csv")
     # Zero adapter: every paired difference is exactly 0 with a degenerate interval.

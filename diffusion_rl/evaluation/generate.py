@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,6 +245,7 @@ def generate_completions(
     compare_base: bool = True,
     max_prompt_length: int | None = None,
     metadata_columns: Sequence[str] = (),
+    progress: bool = True,
 ) -> EvalResult:
     """Generate on `dataset` at each temperature with the adapter (and the base model), without scoring.
 
@@ -267,6 +269,8 @@ def generate_completions(
         max_prompt_length (`int`, *optional*): passed to `tokenize_prompts` (longer prompts raise).
         metadata_columns (`Sequence[str]`, *optional*, defaults to `()`): dataset columns copied beside each
             completion (`None` where a row lacks one), so that `records.jsonl` can be re-scored on its own.
+        progress (`bool`, *optional*, defaults to `True`): a progress bar over the sampler calls (on stderr; shown
+            by the first process only).
 
     Returns:
         `EvalResult` whose `records` hold the prompts and completions (`index`, `id`, `question_type`,
@@ -308,9 +312,19 @@ def generate_completions(
         for batch_index, sl in _iter_batches(len(rows), batch_size)
     ]
     out_rows: list[dict[str, Any]] = []
+    from tqdm.auto import tqdm
+
+    # Generation is most of an evaluation's time (minutes on a CPU): say how far it is. One bar, on rank 0.
+    bar = tqdm(
+        total=len(temps) * len(variants) * len(batches),
+        desc="generating",
+        unit="batch",
+        disable=not progress or os.environ.get("RANK", "0") != "0",
+    )
     for t_index, temperature in enumerate(temps):
         sampler = MaskedDiffusionSampler(model, mask_token_id=mask_token_id, temperature=temperature, **sampler_kwargs)
         for variant in variants:
+            bar.set_postfix_str(f"T={temperature:g}, {variant}")
             for batch_index, sl, encoded in batches:
                 generator = torch.Generator(device=device).manual_seed(_batch_seed(seed, t_index, batch_index))
                 texts, lengths, ended, kl = _generate_batch(sampler, tokenizer, encoded, variant, generator)
@@ -331,6 +345,8 @@ def generate_completions(
                             "kl": float(kl[offset]),
                         }
                     )
+                bar.update()
+    bar.close()
     if was_training:
         model.train()
     config = {
