@@ -304,7 +304,8 @@ BAD_INPUTS = {
     ),
     "mask token in the prompt": (
         {"dataset": _rows(prompt=["q <|mdm_mask|>"], completion=["a"])},
-        "row 0: the prompt contains the mask token",
+        # refused by tokenize_prompts as a special token in user text (diffusion_rl.data.chat)
+        r"row 0: prompt 0 contains the special token\(s\) \['<\|mdm_mask\|>'\]",
     ),
     "empty dataset": ({"dataset": _rows(prompt=[], completion=[])}, "train_dataset is empty"),
     "no dataset": ({"dataset": None, "eval_dataset": None}, "pass a train_dataset"),
