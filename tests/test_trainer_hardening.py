@@ -211,3 +211,31 @@ def test_max_prompt_length_left_truncates_with_one_warning(tmp_path, tiny_tokeni
     assert trainer.state.global_step == 1
     assert caplog.text.count("longer than max_prompt_length=13 tokens") == 1
     assert "left-truncated" in caplog.text
+
+
+def test_the_reward_kl_does_not_depend_on_the_estimator(tmp_path, tiny_tokenizer):
+    # The seed's KL-in-reward used to be read off the estimator's masked inputs: it changed with the estimator and,
+    # under prompt masking, with every draw. Now it is one deterministic pair on the clean prompt (issue 15.9).
+    seen = {}
+
+    def recording_reward(prompts, completions, kl=None, **kwargs):
+        seen.setdefault(name, kl.detach().clone())
+        return [len(c) / 10.0 for c in completions]
+
+    for name, estimator in (("one_step", dict(prompt_mask_prob=0.5)), ("mc_elbo", dict(logprob_estimator="mc_elbo"))):
+        trainer = DiffusionReinforceTrainer(
+            build_tiny_model(tiny_tokenizer, seed=0),
+            recording_reward,
+            args=DiffusionReinforceConfig(
+                output_dir=str(tmp_path / name), per_device_train_batch_size=2, num_generations=2, max_steps=1,
+                max_completion_length=8, block_length=8, steps=2, kl_coef=0.1, estimator_variance_every=0,
+                report_to=[], disable_tqdm=True, seed=0, **estimator,
+            ),
+            train_dataset=Dataset.from_dict({"prompt": PROMPTS}),
+            processing_class=tiny_tokenizer,
+            # A random (non-zero) LoRA B: the KL is not trivially 0 at the first step.
+            peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+        )  # fmt: skip
+        trainer.train()
+    assert (seen["one_step"] > 0).all()
+    torch.testing.assert_close(seen["one_step"], seen["mc_elbo"], rtol=0, atol=0)
