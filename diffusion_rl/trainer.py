@@ -28,8 +28,6 @@ the whole generation batch gathered from all processes, as TRL does.
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -38,22 +36,15 @@ from typing import Any
 import torch
 from peft import PeftConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import logging
 
 from .adapter_check import check_adapter_fits
 from .batching import RepeatSampler, identity_collator
-from .checkpointing import (
-    SigtermCheckpointCallback,
-    hub_upload_ignoring,
-    is_promoter,
-    replace_directory,
-    write_node_marker,
-)
+from .checkpoint_mixin import CheckpointMixin
+from .checkpointing import SigtermCheckpointCallback, hub_upload_ignoring
 from .checks import check_lora_targets, check_mask_token, check_prompt_column, check_reward_funcs, check_whole_groups
 from .completions_table import log_completions_table
 from .config import DiffusionReinforceConfig
-from .generator_state import load_generator_states, save_generator_states
 from .logprobs import LogProbOutput, RolloutBatch, estimate_logprobs, logprob_estimator_std
 from .model_card import TAGS, write_model_card
 from .objectives import clip_fraction, compute_advantages, policy_loss, reinforce_loss, truncated_completions
@@ -75,7 +66,7 @@ class HubPushError(ConnectionError):
     """Uploading to the Hugging Face Hub failed (offline, unreachable or not authorised); local files are kept."""
 
 
-class DiffusionReinforceTrainer(RolloutMixin, Trainer):
+class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
     """Trainer for REINFORCE fine-tuning (LoRA by default) of masked diffusion language models such as LLaDA.
 
     Args:
@@ -112,8 +103,6 @@ class DiffusionReinforceTrainer(RolloutMixin, Trainer):
     """
 
     _tag_names = TAGS
-    # Set while a checkpoint is being written: the staging folder (inside output_dir) that Trainer writes into.
-    _checkpoint_staging: str | None = None
 
     def __init__(
         self,
@@ -296,7 +285,6 @@ class DiffusionReinforceTrainer(RolloutMixin, Trainer):
         # A learning signal that vanished for a whole logging window is reported (see diffusion_rl.signal_monitor).
         self._signal_monitor = SignalMonitor(self.reward_names, kl_in_loss=self.args.kl_in == "loss")
         self._std_measured_step: int | None = None
-        self._pending_push: str | None = None
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         """`Trainer.train`; on SIGTERM it saves a checkpoint at the end of the current step, stops, then exits.
@@ -628,82 +616,6 @@ class DiffusionReinforceTrainer(RolloutMixin, Trainer):
         if table and self.accelerator.is_main_process:
             log_completions_table(self, dict(table), mode)
         table.clear()
-
-    # ------------------------------------------------------------------ checkpoints
-
-    def _get_output_dir(self, trial) -> str:
-        run_dir = super()._get_output_dir(trial)
-        # While saving, Trainer's `<run_dir>/checkpoint-N` resolves to `<run_dir>/.tmp-checkpoint-N/checkpoint-N`.
-        return run_dir if self._checkpoint_staging is None else os.path.join(run_dir, self._checkpoint_staging)
-
-    def _save_checkpoint(self, model, trial) -> None:
-        """Write the checkpoint into a staging folder and rename it to `checkpoint-N` only once every file is there.
-
-        Trainer writes `checkpoint-N` in place, so a process killed mid-save left a folder without (say)
-        `trainer_state.json` that `resume_from_checkpoint=True` would pick and fail on. With several nodes exactly one
-        process per filesystem renames the staged folder (shared or node-local `output_dir`, with or without
-        `save_on_each_node`; see [`diffusion_rl.checkpointing`]), and a Hub push of the checkpoint waits for the
-        rename, so that neither the staging folder nor a folder about to be renamed is uploaded.
-        """
-        run_dir = self._get_output_dir(trial)
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        staging_root = os.path.join(run_dir, f".tmp-{name}")
-        staged, final = os.path.join(staging_root, name), os.path.join(run_dir, name)
-        # The first process of every node: one of them per filesystem will promote (markers below).
-        node_leader = self.args.local_process_index == 0
-        node_index = self.args.process_index - self.args.local_process_index
-        if node_leader and os.path.exists(staging_root):
-            shutil.rmtree(staging_root, ignore_errors=True)  # left by a save that was killed: start clean
-        self.accelerator.wait_for_everyone()
-        self._checkpoint_staging = os.path.basename(staging_root)
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._checkpoint_staging = None
-        if self.state.best_model_checkpoint == staged:
-            self.state.best_model_checkpoint = final
-            if self.args.should_save:  # the state file inside must name the final folder
-                self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
-        if node_leader:
-            write_node_marker(staging_root, node_index)
-        self.accelerator.wait_for_everyone()  # every rank has written its files (RNG states, ZeRO shards) and markers
-        promote = node_leader and is_promoter(staging_root, node_index)
-        self.accelerator.wait_for_everyone()  # every leader has read the markers before a promoter removes them
-        if promote and os.path.isdir(staged):
-            replace_directory(staged, final)
-            shutil.rmtree(staging_root)
-            # Trainer rotated inside the staging folder; rotate among the real checkpoints.
-            rotate_checkpoints(
-                output_dir=run_dir,
-                save_total_limit=self.args.save_total_limit,
-                best_model_checkpoint=self.state.best_model_checkpoint,
-                use_mtime=True,
-            )
-        self.accelerator.wait_for_everyone()
-        if self._pending_push is not None:
-            self._pending_push = None
-            self._push_from_checkpoint(final)
-
-    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        # Called by Trainer inside the staged save: upload once the folder has its final name.
-        if self._checkpoint_staging is not None:
-            self._pending_push = checkpoint_folder
-            return
-        from transformers.utils.hub import hf_api
-
-        with hub_upload_ignoring(hf_api()):
-            super()._push_from_checkpoint(checkpoint_folder)
-
-    def _generators(self) -> dict[str, torch.Generator]:
-        return {name: getattr(self, f"_{name}_generator") for name in ("sampler", "logprob", "std")}
-
-    def _save_rng_state(self, output_dir: str) -> None:
-        super()._save_rng_state(output_dir)
-        save_generator_states(output_dir, self.args.process_index, self._generators())
-
-    def _load_rng_state(self, checkpoint: str | None) -> None:
-        super()._load_rng_state(checkpoint)
-        load_generator_states(checkpoint, self.args.process_index, self._generators())
 
     # ------------------------------------------------------------------ Hub
 
