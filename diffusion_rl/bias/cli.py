@@ -53,9 +53,11 @@ def _parse(command: str, dataclass_types: tuple, argv: list[str]) -> tuple:
     return parser.parse_args_into_dataclasses(argv)
 
 
-def load_model(model_args) -> tuple[Any, Any]:
-    """Model (+ adapter) and tokenizer in eval mode on the requested device; the embedded default when
-    `model_name_or_path` is omitted. Returns the model before the adapter is attached too (for its stored settings).
+def load_model(model_args) -> tuple[Any, Any, Any]:
+    """`(model, tokenizer, base)`: the model (+ adapter) in eval mode on the requested device, its tokenizer, and the
+    model before the adapter (for its stored sampler settings); the embedded default when `model_name_or_path` is
+    omitted. Loads like the training job's `load_model_and_tokenizer`, kept separate so that the bad-input catalogue
+    can forbid model loading in the job while `generate` must load to report a missing checkpoint.
     """
     import torch
     from transformers import AutoTokenizer

@@ -295,7 +295,9 @@ def plot_bias_distribution(
                 ax.bar(ticks + offset, share, width=0.4, color=color, label=f"{name} ({mean})")
             ax.set_xticks(ticks)
         else:
-            bins = np.histogram_bin_edges(pooled, bins=min(20, max(np.unique(pooled).size, 1)))
+            # numpy's "auto" (Sturges / Freedman-Diaconis) suits a few dozen completions; at most 20 bins.
+            bins = np.histogram_bin_edges(pooled, bins="auto")
+            bins = bins if len(bins) <= 21 else np.histogram_bin_edges(pooled, bins=20)
             for (name, vals), color in zip(values[metric].items(), ARM_COLORS):
                 weights = np.full(vals.size, 100 / vals.size) if vals.size else None
                 mean = f"mean {vals.mean():.3g}" if vals.size else "no values"
