@@ -116,6 +116,11 @@ def usage_snippet(
         base_model_code (`str`, *optional*): lines that define `base` and `tokenizer` instead (e.g. an embedded model).
         prompt (`str`, *optional*): the example prompt.
     """
+    imports = (
+        "MaskedDiffusionSampler, tokenize_prompts"
+        if base_model_code
+        else "MaskedDiffusionSampler, load_llada, tokenize_prompts"
+    )
     if base_model_code is None:
         if _is_local(base_model):
             name = f"path/to/{Path(base_model).name}"
@@ -130,7 +135,7 @@ def usage_snippet(
             "from peft import PeftModel",
             "from transformers import AutoTokenizer",
             "",
-            "from diffusion_rl import MaskedDiffusionSampler, load_llada, tokenize_prompts",
+            f"from diffusion_rl import {imports}",
             "",
             base_model_code,
             f'model = PeftModel.from_pretrained(base, "{adapter}").eval()',
@@ -218,11 +223,11 @@ def build_model_card(
         license=license,
     )
     title = model_name or hub_model_id or "diffusion_rl adapter"
-    repo = hub_model_id or "<this repository>"
+    repo = hub_model_id or "path/to/this/adapter"
     lines = [
         f"# {title}",
         "",
-        f"A LoRA adapter for the masked diffusion language model {_display(base_model)}, trained with {method} by "
+        f"A LoRA adapter for {_display(base_model)}, a masked diffusion language model, trained with {method} by "
         f"diffusion_rl (`{trainer_name}`)."
         if is_adapter
         else f"{_display(base_model)} fine-tuned with {method} by diffusion_rl (`{trainer_name}`).",
