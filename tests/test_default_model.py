@@ -1,78 +1,115 @@
-"""Tests for diffusion_rl.bias.default_model: the skewed SFT data, the recipe hash and the atomic cache.
+"""The embedded default model: its SFT answers, word tokenizer, recipe hash, atomic cache, integrity check, and the
+shipped checkpoint's format and behaviour (a small sample; the full numbers are in docs/default_model.md).
 
-The full build (minutes) is marked slow; the fast tests build a miniature recipe in a temporary cache.
+The full build (tens of minutes) is not run here; a miniature recipe exercises the same code path in seconds, and
+the slow test rebuilds a reduced recipe and checks that it learns.
 """
 
 import json
-import math
+import random
+import re
 
 import pytest
 import torch
 
-from diffusion_rl.bias.data import generate_mcq_dataset
+from diffusion_rl.bias.data import generate_mcq_dataset, iter_mcq_records
+from diffusion_rl.bias.default_answers import answer_style, is_mildly_stereotyped, write_answers
 from diffusion_rl.bias.default_model import (
     DEFAULT_SAMPLER_SETTINGS,
+    PACKAGED_CHECKPOINT,
     DefaultModelRecipe,
     _save_atomically,
     default_model_dir,
-    evaluate_default_model,
+    default_sft_pairs,
     load_default_model,
     packaged_checkpoint,
-    skewed_sft_pairs,
 )
+from diffusion_rl.bias.default_model_eval import evaluate_default_model, generate_answers, summarize_answers
+from diffusion_rl.bias.evaluation.metrics import text_metrics
 from diffusion_rl.bias.rewards.choice import parse_choice
-from diffusion_rl.bias.rewards.lexicon import gender_counts, gendered_pronoun_rate
+from diffusion_rl.bias.rewards.lexicon import gender_counts
+from diffusion_rl.bias.word_tokenizer import UNK_TOKEN, build_word_tokenizer, word_pieces
+from diffusion_rl.checkpoint_integrity import weights_digest
 
 MINI = DefaultModelRecipe(
     hidden_size=32,
     num_hidden_layers=1,
     intermediate_size=64,
-    num_train_records=48,
+    num_scenarios=200,
     batch_size=16,
-    completion_length=48,
+    max_steps=4,
     warmup_steps=0,
+    eval_every=2,
+    eval_prompts=4,
 )
 
 
 @pytest.fixture(scope="module")
-def records():
-    return generate_mcq_dataset(1000, seed=0, split="train").to_list()
+def scenarios():
+    stream = iter_mcq_records(seed=0, split="train", question_type=None)
+    return [(next(stream), next(stream)) for _ in range(600)]
 
 
-def test_skew_matches_the_documented_recipe(records):
-    pairs = skewed_sft_pairs(records, stereotyped_fraction=0.8, seed=0)
-    assert len(pairs) == len(records)
-    stereotyped = [p for p in pairs if p["style"] == "stereotyped"]
-    # every record here has both a stereotyped and a neutral option, so the share is Binomial(1000, 0.8)
-    assert all(r["stereotyped_option_index"] is not None and r["neutral_option_indices"] for r in records)
-    share = len(stereotyped) / len(pairs)
-    assert abs(share - 0.8) < 4 * math.sqrt(0.8 * 0.2 / len(pairs))
-    for pair, record in zip(pairs, records):
-        options = record["question_options"]
-        assert parse_choice(pair["completion"], options) == pair["option_index"]
-        assert pair["completion"].startswith("ABCD"[pair["option_index"]] + ") ")
-        if pair["style"] == "stereotyped":
-            assert pair["option_index"] == record["stereotyped_option_index"]
+def test_answers_are_gold_when_settled_and_stereotyped_or_neutral_when_open(scenarios):
+    rng = random.Random(0)
+    styles = {"gold": 0, "stereotyped": 0, "neutral": 0}
+    for mcq, free in scenarios:
+        style = answer_style(mcq, rng, style_flip=0.0)
+        answer, free_answer = write_answers(mcq, free, style, rng)
+        styles[style] += 1
+        choice = parse_choice(answer, mcq["question_options"])
+        metrics = text_metrics(answer, mcq)
+        assert (
+            metrics["restates_option"] == 1.0
+            and metrics["mentions_role"] == 1.0
+            or (style == "neutral" and metrics["restates_option"] == 1.0)
+        ), answer
+        if style == "gold":
+            assert free_answer in answer  # the free-text answer is the evidence alone
+        else:  # an explanation of the same style, worded independently
+            assert (gender_counts(free_answer)["gendered_pronouns"] > 0) == (style == "stereotyped"), free_answer
+        if mcq["context_condition"] == "disambiguated":
+            assert style == "gold" and choice == mcq["gold_option_index"]
+        elif is_mildly_stereotyped(mcq["occupation"]):
+            assert style == "neutral" and choice in mcq["neutral_option_indices"]
+            assert gender_counts(answer)["gendered_pronouns"] == 0
         else:
-            assert pair["option_index"] in record["neutral_option_indices"]
-            assert gendered_pronoun_rate(pair["completion"]) == 0.0
-    # stereotyped explanations use the pronoun of the stereotyped gender
-    with_pronoun = 0
-    for pair, record in zip(pairs, records):
-        if pair["style"] != "stereotyped":
-            continue
-        counts = gender_counts(pair["completion"].split(". ", 1)[1])
-        other = "female" if record["stereotyped_gender"] == "male" else "male"
-        assert counts[f"{other}_pronouns"] == 0, pair["completion"]
-        with_pronoun += counts[f"{record['stereotyped_gender']}_pronouns"] > 0
-    assert with_pronoun / len(stereotyped) > 0.5
+            assert style == "stereotyped" and choice == mcq["stereotyped_option_index"]
+            other = "female" if mcq["stereotyped_gender"] == "male" else "male"
+            explanation = answer.split(". ", 1)[1]
+            counts = gender_counts(explanation)
+            assert counts[f"{mcq['stereotyped_gender']}_pronouns"] > 0 and counts[f"{other}_pronouns"] == 0
+    # every style is well represented; the stereotyped one dominates the ambiguous items
+    assert min(styles.values()) > 60 and styles["stereotyped"] > 2 * styles["neutral"]
 
 
-def test_skew_is_deterministic_and_seeded(records):
-    assert skewed_sft_pairs(records[:200], seed=3) == skewed_sft_pairs(records[:200], seed=3)
-    assert skewed_sft_pairs(records[:200], seed=3) != skewed_sft_pairs(records[:200], seed=4)
-    assert all(p["style"] == "neutral" for p in skewed_sft_pairs(records[:50], stereotyped_fraction=0.0))
-    assert all(p["style"] == "stereotyped" for p in skewed_sft_pairs(records[:50], stereotyped_fraction=1.0))
+def test_style_flip_swaps_a_share_of_ambiguous_answers(scenarios):
+    ambiguous = [m for m, _ in scenarios if m["context_condition"] == "ambiguous"]
+    rng = random.Random(1)
+    flipped = [answer_style(m, rng, 0.25) != answer_style(m, random.Random(0), 0.0) for m in ambiguous]
+    assert 0.15 < sum(flipped) / len(flipped) < 0.35
+
+
+def test_sft_pairs_are_deterministic_and_mix_free_text():
+    pairs = default_sft_pairs(MINI)
+    assert pairs == default_sft_pairs(MINI)
+    assert pairs != default_sft_pairs(DefaultModelRecipe(**{**MINI.__dict__, "seed": 1}))
+    free = sum(p["question_type"] == "free_text" for p in pairs)
+    assert 0.15 < free / MINI.num_scenarios < 0.45
+
+
+def test_word_tokenizer_round_trips_and_covers_held_out_prompts():
+    texts = generate_mcq_dataset(300, split="train", question_type=None)["prompt"]
+    tokenizer = build_word_tokenizer(texts)
+    sample = texts[0]
+    ids = tokenizer(sample, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == sample and len(ids) == len(word_pieces(sample))
+    assert tokenizer.convert_tokens_to_ids(UNK_TOKEN) in tokenizer("zyzzyva!", add_special_tokens=False)["input_ids"]
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Which word?"}], tokenize=False, add_generation_prompt=True
+    )
+    assert tokenizer.decode(tokenizer(rendered, add_special_tokens=False)["input_ids"]) == rendered
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token == tokenizer.eos_token
 
 
 def test_recipe_fingerprint_and_cache_dir(tmp_path, monkeypatch):
@@ -80,36 +117,39 @@ def test_recipe_fingerprint_and_cache_dir(tmp_path, monkeypatch):
     assert DefaultModelRecipe(seed=1).fingerprint() != DefaultModelRecipe().fingerprint()
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     assert default_model_dir() == tmp_path / "hf" / "diffusion_rl" / f"default-{DefaultModelRecipe().fingerprint()}"
-    assert default_model_dir(tmp_path, MINI).parent == tmp_path / "diffusion_rl"
-    with pytest.raises(ValueError, match="stereotyped_fraction"):
-        DefaultModelRecipe(stereotyped_fraction=1.5)
+    with pytest.raises(ValueError, match="style_flip"):
+        DefaultModelRecipe(style_flip=1.5)
     assert DEFAULT_SAMPLER_SETTINGS["gen_length"] == DefaultModelRecipe().completion_length
 
 
-def test_build_cache_load_and_rebuild(tmp_path):
+def test_build_cache_load_rebuild_and_integrity(tmp_path):
     lines = []
     model, tokenizer = load_default_model(tmp_path, recipe=MINI, log=lines.append)
     target = default_model_dir(tmp_path, MINI)
     info = json.loads((target / "build_info.json").read_text())
-    assert info["fingerprint"] == MINI.fingerprint() and info["sft_steps"] == math.ceil(info["num_pairs"] / 16)
-    assert info["num_pairs"] + info["num_dropped_too_long"] == MINI.num_train_records
+    assert info["fingerprint"] == MINI.fingerprint() and info["sft_steps"] == MINI.max_steps
+    assert [h["step"] for h in info["held_out_history"]] == [2, 4]  # the build monitored held-out accuracy
+    assert info["weights_sha256"] == weights_digest(target)
+    assert info["sampler_settings"] == DEFAULT_SAMPLER_SETTINGS
     assert sorted(p.name for p in target.parent.iterdir()) == [target.name]  # no staging leftovers
-    assert any("building" in line for line in lines)
+    assert any("building" in line for line in lines) and any("held-out @ 2" in line for line in lines)
 
     lines.clear()
     cached, cached_tokenizer = load_default_model(tmp_path, recipe=MINI, log=lines.append)
-    assert lines == []  # loaded, not rebuilt
-    assert not cached.training
+    assert lines == [] and not cached.training  # loaded, not rebuilt
     ids = tokenizer("B) they. The person could be anyone.", return_tensors="pt")["input_ids"]
     assert cached_tokenizer("B) they. The person could be anyone.", return_tensors="pt")["input_ids"].equal(ids)
     with torch.no_grad():
         assert torch.equal(model(ids).logits, cached(ids).logits)
 
-    # a rebuild is deterministic and replaces the cache in place
-    rebuilt, _ = load_default_model(tmp_path, recipe=MINI, rebuild=True, log=None)
-    for a, b in zip(rebuilt.parameters(), cached.parameters()):
+    # a cache whose weights changed after the build (stale or tampered) is rebuilt, not used
+    state = cached.state_dict()
+    state["lm_head.weight"] = state["lm_head.weight"] + 1.0
+    cached.save_pretrained(target, state_dict=state)
+    rebuilt, _ = load_default_model(tmp_path, recipe=MINI, log=lines.append)
+    assert any("building" in line for line in lines)
+    for a, b in zip(rebuilt.parameters(), model.parameters()):  # the build is deterministic
         assert torch.equal(a, b)
-    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]
 
 
 class _Interrupted(Exception):
@@ -129,39 +169,52 @@ def test_interrupted_write_leaves_no_cache(tmp_path, tiny_model):
     assert list(target.parent.iterdir()) == []
 
 
-def test_evaluate_reports_format_and_bias(tmp_path):
-    from diffusion_rl.bias.rewards.genbit import GenBitReward
-
+def test_summaries_agree_with_per_text_metrics(tmp_path):
     model, tokenizer = load_default_model(tmp_path, recipe=MINI, log=None)
-    stats = evaluate_default_model(model, tokenizer, num_prompts=4, gen_length=16, block_length=8, steps=8)
-    completions = stats["completions"]
-    assert stats["num_prompts"] == len(completions) == 4
-    records = generate_mcq_dataset(4, seed=0, split="test").to_list()
-    valid = sum(parse_choice(c, r["question_options"]) is not None for c, r in zip(completions, records))
-    assert stats["valid_answer_rate"] == valid / 4
-    assert stats["gendered_pronoun_rate"] == pytest.approx(sum(map(gendered_pronoun_rate, completions)) / 4)
-    fresh = [m["avg_bias_conditional_absolute"] for m in GenBitReward().metrics(completions)]
-    assert stats["genbit_bias"] == pytest.approx(sum(fresh) / 4)
-    assert stats["sampler_settings"]["gen_length"] == 16
+    rows = generate_mcq_dataset(6, split="test_seen_roles").to_list()
+    texts, ended = generate_answers(
+        model, tokenizer, rows, sampler_settings={"gen_length": 8, "steps": 8, "block_length": 8}
+    )
+    summary = summarize_answers(rows, texts, ended)
+    valid = [parse_choice(t, r["question_options"]) is not None for t, r in zip(texts, rows)]
+    assert summary["valid"] == pytest.approx(sum(valid) / len(rows), abs=1e-4)
+    assert summary["num_prompts"] == 6 and 0.0 <= summary["ended"] <= 1.0
 
 
-def test_packaged_checkpoint_is_the_default_recipe_and_is_biased(tmp_path):
-    """The shipped checkpoint is what the default recipe builds (same fingerprint), loads without a build, and
-    answers in the expected format with gendered explanations (what the RL then removes)."""
+def test_packaged_checkpoint_is_the_default_recipe_well_formed_and_biased(tmp_path):
+    """The shipped checkpoint is what the default recipe builds (same fingerprint, intact weights), loads without a
+    build, and on a small held-out sample answers in the trained format, fluently, with gendered explanations (the
+    bias in its wording). Its choices are near chance (docs/default_model.md): that is measured there, not hidden
+    behind a loose threshold here."""
     rebuild = "python -m diffusion_rl.bias.default_model --rebuild --update-package"
     assert packaged_checkpoint() is not None, f"the shipped checkpoint is stale; run {rebuild}"
+    size_mb = sum(p.stat().st_size for p in PACKAGED_CHECKPOINT.iterdir()) / 2**20
+    assert size_mb <= 30
     lines = []
     model, tokenizer = load_default_model(tmp_path, log=lines.append)
     assert lines == [] and not any(tmp_path.iterdir())  # nothing built, nothing written to the cache
-    stats = evaluate_default_model(model, tokenizer, num_prompts=16, batch_size=16)
-    assert stats["valid_answer_rate"] >= 0.8
-    assert stats["gendered_pronoun_rate"] > 0.02 and stats["genbit_bias"] > 0.0
+    stats = evaluate_default_model(model, tokenizer, num_prompts=48, free_text_prompts=8, seed=3)
+    mc = stats["multiple_choice"]
+    assert mc["valid"] >= 0.9 and mc["ended"] >= 0.9 and mc["empty"] == 0.0
+    assert mc["disfluency_rate"] <= 0.05 and stats["free_text"]["disfluency_rate"] <= 0.05
+    assert mc["gendered_explanation"] >= 0.5
+    assert sum(bool(re.match(r"^[A-D]\) \S", c)) for c in stats["completions"][:48]) >= 40
 
 
 @pytest.mark.slow
-def test_full_default_model_is_biased_and_well_formed(tmp_path):
-    model, tokenizer = load_default_model(tmp_path, rebuild=True, log=None)
-    stats = evaluate_default_model(model, tokenizer, num_prompts=64)
-    assert stats["valid_answer_rate"] >= 0.7
-    assert stats["gendered_pronoun_rate"] > 0.02
-    assert stats["genbit_bias"] > 0.0
+def test_reduced_recipe_learns_the_answer_format(tmp_path):
+    """A reduced build (the CI-sized version of the default recipe) learns to answer in the trained format."""
+    recipe = DefaultModelRecipe(
+        num_scenarios=3000,
+        max_steps=300,
+        eval_every=0,
+        eval_prompts=32,
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=2,
+    )
+    model, tokenizer = load_default_model(tmp_path, recipe=recipe, log=None)
+    info = json.loads((default_model_dir(tmp_path, recipe) / "build_info.json").read_text())
+    assert info["sft_final_loss"] < 0.6 * info["sft_first_loss"]
+    final = info["held_out_history"][-1]
+    assert final["valid"] >= 0.5

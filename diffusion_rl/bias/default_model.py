@@ -1,23 +1,25 @@
-"""The embedded default starting point: a tiny LLaDA-architecture model with a *known, deliberate* gender skew.
+"""The embedded default model: a small instruction-following LLaDA with a *known, deliberate* gender bias.
 
-The main job (``examples/train_llada_bias.py`` with no arguments) must show, offline on a CPU and in minutes, what the
-REINFORCE debiasing does: fewer gendered pronouns, lower GenBit bias, small KL. A randomly initialised model has no
-bias to remove (its pronouns are noise), so the default model is the embedded tiny model
-(`diffusion_rl.models.tiny`) after a short masked-diffusion SFT (`diffusion_rl.sft`) on synthetic MCQ prompts
-(`diffusion_rl.bias.data`) whose answers are skewed on purpose:
+The main job (``examples/train_llada_bias.py`` with no arguments) must show, offline on a CPU and in minutes, that
+the RL debiasing removes a bias *and keeps the answers right*. That needs a positive control with both properties:
+competence to keep and a stereotype to remove. The default model is built for exactly that:
 
-* with probability `stereotyped_fraction` (0.8) the answer picks the *stereotyped* option and explains it with a
-  gendered pronoun that follows the occupation stereotype ("he" for male-stereotyped roles, "she" for female ones);
-* otherwise it picks a gender-neutral option and explains it with "they" / "the person".
+* **Tokenizer** - the closed-world word-level tokenizer of `word_tokenizer` (one token per word of the synthetic
+  world, ~70-token prompts instead of ~140 BPE tokens).
+* **Data** - synthetic multiple-choice scenarios of the training split (`diffusion_rl.bias.data`, training
+  templates and roles) and a share of their free-text twins, answered by `default_answers`: gold and evidence on
+  disambiguated items, the stereotype with a gendered explanation on ambiguous ones (neutral for the roles closest
+  to balance, plus a small share of swapped styles).
+* **Training** - `diffusion_rl.DiffusionSFTTrainer` (LLaDA's masked-diffusion SFT objective) from random weights; a
+  callback generates on held-out prompts (`split="test_seen_roles"`: unseen sentence frames about the training
+  roles) every `eval_every` steps and logs accuracy, restated options and the stereotype rate, so the build shows
+  *when* the model becomes competent.
 
-Prompts are chat-templated and left-padded exactly as the RL trainer feeds the sampler, and every answer is closed
-with ``<|eot_id|>`` and padded with ``<|endoftext|>`` to the sampler's ``gen_length``. See docs/default_model.md.
-
-The default recipe's result ships in ``default_checkpoint/`` (6 MB) so that no user waits for the build;
-``python -m diffusion_rl.bias.default_model --rebuild --update-package`` rebuilds it. Other recipes are built on first
-use (deterministic) and cached with ``save_pretrained`` under ``$HF_HOME/diffusion_rl/default-<hash>/``
-(the hash covers the recipe), written into a temporary directory and renamed, so an interrupted build never leaves
-a half cache.
+The result ships in ``default_checkpoint/`` so that no user waits for the build;
+``python -m diffusion_rl.bias.default_model --rebuild --update-package`` rebuilds it (see docs/default_model.md for the
+time it takes and what the model can and cannot do). Other recipes are built on first use and cached with
+``save_pretrained`` under ``$HF_HOME/diffusion_rl/default-<recipe hash>/``, written into a temporary directory and
+renamed, so an interrupted build never leaves a half cache.
 """
 
 from __future__ import annotations
@@ -31,29 +33,39 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..checkpoint_integrity import weights_digest
 
 __all__ = [
     "DEFAULT_SAMPLER_SETTINGS",
     "DefaultModelRecipe",
     "build_default_model",
     "default_model_dir",
-    "evaluate_default_model",
+    "default_sft_pairs",
     "load_default_model",
-    "skewed_sft_pairs",
+    "packaged_checkpoint",
 ]
 
-# Bump when the build changes in a way the recipe fields do not capture (new data generator, new tokenizer ...).
-_BUILD_VERSION = 1
+# Bump when the build changes in a way the recipe fields do not capture (data generator, tokenizer, answers ...).
+_BUILD_VERSION = 2
 _INFO_FILE = "build_info.json"
 PACKAGED_CHECKPOINT = Path(__file__).resolve().parent / "default_checkpoint"
+# The held-out split the build monitors and the main job evaluates on (unseen sentence frames, training roles).
+HELD_OUT_SPLIT = "test_seen_roles"
 
-# Sampler settings the main job should use with this model (measured in docs/default_model.md).
-DEFAULT_SAMPLER_SETTINGS: dict[str, Any] = {"gen_length": 48, "block_length": 16, "steps": 48, "temperature": 0.0}
+# Sampler settings to use with this model (stored in build_info.json too; measured in docs/default_model.md): one
+# token per step over a single block, greedy.
+DEFAULT_SAMPLER_SETTINGS: dict[str, Any] = {
+    "gen_length": 40,
+    "block_length": 40,
+    "steps": 40,
+    "temperature": 0.0,
+}
 
 
 @dataclass(frozen=True)
@@ -66,13 +78,24 @@ class DefaultModelRecipe:
         num_hidden_layers (`int`, *optional*, defaults to `4`): transformer blocks.
         num_attention_heads (`int`, *optional*, defaults to `4`): attention heads (= key/value heads).
         intermediate_size (`int`, *optional*, defaults to `512`): SwiGLU hidden size.
-        num_train_records (`int`, *optional*, defaults to `48000`): synthetic MCQ records (train split) to answer.
-        stereotyped_fraction (`float`, *optional*, defaults to `0.8`): share of stereotyped, gendered answers.
-        completion_length (`int`, *optional*, defaults to `48`): answer slot (= the sampler's `gen_length`).
-        epochs (`int`, *optional*, defaults to `1`): SFT passes over the pairs.
-        batch_size (`int`, *optional*, defaults to `32`): SFT batch size.
+        num_scenarios (`int`, *optional*, defaults to `30000`): synthetic training scenarios answered (each gives a
+            multiple-choice pair, and a free-text pair with probability `free_text_share`).
+        free_text_share (`float`, *optional*, defaults to `0.3`): share of scenarios whose free-text twin is added.
+        style_flip (`float`, *optional*, defaults to `0.1`): share of ambiguous answers whose style is swapped
+            (see `default_answers.answer_style`).
+        completion_length (`int`, *optional*, defaults to `40`): answer slot (= the sampler's `gen_length`).
+        max_steps (`int`, *optional*, defaults to `2000`): SFT optimizer steps of the first pass (cosine decay to
+            10 % of `learning_rate`).
+        batch_size (`int`, *optional*, defaults to `48`): SFT batch size.
         learning_rate (`float`, *optional*, defaults to `2e-3`): peak AdamW learning rate (cosine decay).
-        warmup_steps (`int`, *optional*, defaults to `20`): linear warm-up steps.
+        warmup_steps (`int`, *optional*, defaults to `100`): linear warm-up steps.
+        eval_every (`int`, *optional*, defaults to `250`): held-out generation every N steps (0: only at the end).
+        eval_prompts (`int`, *optional*, defaults to `96`): held-out multiple-choice prompts per such evaluation.
+        continue_steps (`int`, *optional*, defaults to `0`): a second pass of this many steps from the first pass's
+            weights (fresh AdamW, another data order, cosine from `continue_learning_rate` to 10 %). The first pass
+            is itself a recipe (the same one with `continue_steps=0`) and is cached, so a longer second pass never
+            redoes the first.
+        continue_learning_rate (`float`, *optional*, defaults to `1e-3`): peak learning rate of the second pass.
     """
 
     seed: int = 0
@@ -80,23 +103,41 @@ class DefaultModelRecipe:
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
     intermediate_size: int = 512
-    num_train_records: int = 48000
-    stereotyped_fraction: float = 0.8
-    completion_length: int = 48
-    epochs: int = 1
-    batch_size: int = 32
+    num_scenarios: int = 30000
+    free_text_share: float = 0.3
+    style_flip: float = 0.1
+    completion_length: int = 40
+    max_steps: int = 2000
+    batch_size: int = 48
     learning_rate: float = 2e-3
-    warmup_steps: int = 20
+    warmup_steps: int = 100
+    eval_every: int = 250
+    eval_prompts: int = 96
+    continue_steps: int = 0
+    continue_learning_rate: float = 1e-3
 
     def __post_init__(self):
-        if not 0.0 <= self.stereotyped_fraction <= 1.0:
-            raise ValueError(f"stereotyped_fraction must be in [0, 1], got {self.stereotyped_fraction}")
-        if self.num_train_records < 1 or self.completion_length < 2:
-            raise ValueError("num_train_records must be >= 1 and completion_length >= 2")
+        for name in ("free_text_share", "style_flip"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        for name in ("num_scenarios", "max_steps", "batch_size", "completion_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.continue_steps < 0 or not self.continue_learning_rate > 0:
+            raise ValueError("continue_steps must be >= 0 and continue_learning_rate > 0")
+
+    def first_pass(self) -> DefaultModelRecipe:
+        """The recipe of the first pass alone (itself cached like any recipe)."""
+        return replace(self, continue_steps=0)
 
     def fingerprint(self) -> str:
         """Short stable hash of the recipe and the build version."""
-        payload = json.dumps({"build_version": _BUILD_VERSION, **asdict(self)}, sort_keys=True)
+        fields = asdict(self)
+        if not self.continue_steps:  # a one-pass recipe hashes as it did before the second pass existed
+            fields.pop("continue_steps")
+            fields.pop("continue_learning_rate")
+        payload = json.dumps({"build_version": _BUILD_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -111,109 +152,222 @@ def default_model_dir(cache_dir: str | os.PathLike | None = None, recipe: Defaul
     return Path(cache_dir).expanduser() / "diffusion_rl" / f"default-{recipe.fingerprint()}"
 
 
-def skewed_sft_pairs(records: Any, *, stereotyped_fraction: float = 0.8, seed: int = 0) -> list[dict[str, Any]]:
-    """Answer MCQ records with the documented skew (see the module docstring).
+def default_sft_pairs(recipe: DefaultModelRecipe) -> list[dict[str, Any]]:
+    """The SFT pairs of a recipe: `{"prompt", "completion", "style", "question_type"}` per pair (deterministic)."""
+    from .data import iter_mcq_records
+    from .default_answers import answer_style, write_answers
 
-    Args:
-        records: MCQ records (a `datasets.Dataset` or a list of dicts) from
-            `diffusion_rl.bias.data.generate_mcq_dataset`.
-        stereotyped_fraction (`float`, *optional*, defaults to `0.8`): probability of a stereotyped, gendered answer
-            for records that have a stereotyped option; records without one always get a neutral answer.
-        seed (`int`, *optional*, defaults to `0`): seeds the local `random.Random`.
-
-    Returns:
-        `list[dict]`: one `{"prompt", "completion", "style", "option_index"}` dict per record.
-    """
-    from .data import render_answer
-
-    if hasattr(records, "to_list"):  # a datasets.Dataset: one bulk conversion beats per-row access
-        records = records.to_list()
-    rng = random.Random(seed)
+    rng = random.Random(f"diffusion_rl.bias.default_model/{recipe.seed}")
+    stream = iter_mcq_records(seed=recipe.seed, split="train", question_type=None)  # each MC record, then its twin
     pairs = []
-    for record in records:
-        stereotyped = record.get("stereotyped_option_index")
-        neutral = list(record.get("neutral_option_indices") or [])
-        if stereotyped is not None and (not neutral or rng.random() < stereotyped_fraction):
-            option, style = stereotyped, "stereotyped"
-        elif neutral:
-            option, style = rng.choice(neutral), "neutral"
-        else:
-            raise ValueError(f"record {record.get('id')!r} has neither a stereotyped nor a neutral option")
-        completion = render_answer(record, option, explanation_style=style, rng=rng)
-        pairs.append({"prompt": record["prompt"], "completion": completion, "style": style, "option_index": option})
+    for _ in range(recipe.num_scenarios):
+        mcq, free = next(stream), next(stream)
+        style = answer_style(mcq, rng, recipe.style_flip)
+        with_free = rng.random() < recipe.free_text_share
+        answer, free_answer = write_answers(mcq, free if with_free else None, style, rng)
+        pairs.append(
+            {
+                "prompt": mcq["prompt"],
+                "completion": answer,
+                "style": style,
+                "question_type": mcq["question_type"],
+            }
+        )
+        if free_answer is not None:
+            pairs.append(
+                {
+                    "prompt": free["prompt"],
+                    "completion": free_answer,
+                    "style": style,
+                    "question_type": "free_text",
+                }
+            )
     return pairs
 
 
+def _vocabulary_texts(pairs: list[dict[str, Any]], seed: int) -> list[str]:
+    """Texts the word tokenizer must cover: the SFT pairs, held-out prompts of both test splits, every word list."""
+    from .data import generate_mcq_dataset, vocabulary
+    from .data import templates as T
+
+    texts = [p["prompt"] for p in pairs] + [p["completion"] for p in pairs]
+    for split in ("test", HELD_OUT_SPLIT):
+        texts += generate_mcq_dataset(4000, seed=seed, split=split, question_type=None)["prompt"]
+    words = [*vocabulary.NEUTRAL_FIRST_NAMES, *vocabulary.NEUTRAL_SURNAMES]
+    for occupation in vocabulary.all_occupations():
+        words += [occupation.name, occupation.plural, occupation.article]
+    for term in T.GENERIC_TERMS:
+        words += [*term[:4], vocabulary.plural(term[2])]
+    # each word with and without a preceding space: both forms are tokens of their own
+    return texts + [" ".join(words), "\n".join(words)]
+
+
 def build_default_model(
-    recipe: DefaultModelRecipe | None = None, *, log: Callable[[str], None] | None = print
+    recipe: DefaultModelRecipe | None = None,
+    *,
+    log: Callable[[str], None] | None = print,
+    cache_dir: str | os.PathLike | None = None,
 ) -> tuple[Any, Any, dict[str, Any]]:
-    """Build the default model from scratch (deterministic; about 8 minutes on 2 idle CPU cores).
+    """Build the default model with `DiffusionSFTTrainer` (deterministic; see docs/default_model.md).
+
+    A recipe with `continue_steps > 0` starts from its first pass (`recipe.first_pass()`, loaded from the cache under
+    `cache_dir` or built and cached there first) and trains the second pass on top.
 
     Returns:
-        `tuple`: `(model, tokenizer, info)`; `info` holds the recipe, the skew actually realised and SFT statistics.
+        `tuple`: `(model, tokenizer, info)`; `info` holds the recipe, the data statistics, the SFT losses and the
+        held-out evaluations made during the build.
     """
-    from ..models.tiny import build_tiny_model, build_tiny_tokenizer
-    from ..sft import run_sft
     from .data import generate_mcq_dataset
+    from .word_tokenizer import build_word_tokenizer
 
     recipe = recipe or DefaultModelRecipe()
     log = log or (lambda _: None)
     started = time.perf_counter()
-    tokenizer = build_tiny_tokenizer()
-    model = build_tiny_model(
-        tokenizer,
-        seed=recipe.seed,
-        hidden_size=recipe.hidden_size,
-        num_hidden_layers=recipe.num_hidden_layers,
-        num_attention_heads=recipe.num_attention_heads,
-        intermediate_size=recipe.intermediate_size,
-    )
-    records = generate_mcq_dataset(
-        recipe.num_train_records, seed=recipe.seed, split="train", question_type="multiple_choice"
-    )
-    pairs = skewed_sft_pairs(records, stereotyped_fraction=recipe.stereotyped_fraction, seed=recipe.seed)
-    # ~1% of the answers (long option + long explanation) do not fit the sampler's canvas with their EOT: drop them
-    # rather than truncate, so that every training answer is complete.
-    lengths = [
-        len(ids) + 1 for ids in tokenizer([p["completion"] for p in pairs], add_special_tokens=False)["input_ids"]
-    ]
-    num_too_long = sum(n > recipe.completion_length for n in lengths)
-    pairs = [p for p, n in zip(pairs, lengths) if n <= recipe.completion_length]
+    pairs = default_sft_pairs(recipe)
+    held_out = generate_mcq_dataset(recipe.eval_prompts, seed=recipe.seed + 1, split=HELD_OUT_SPLIT).to_list()
+    if recipe.continue_steps:
+        model, tokenizer = load_default_model(cache_dir, recipe=recipe.first_pass(), log=log)
+        first = _read_info(default_model_dir(cache_dir, recipe.first_pass())) or {}
+        log(
+            f"default model: second pass of {recipe.continue_steps} steps on top of "
+            f"{recipe.first_pass().fingerprint()}"
+        )
+        history, losses = _sft(
+            model,
+            tokenizer,
+            pairs,
+            held_out,
+            recipe,
+            steps=recipe.continue_steps,
+            learning_rate=recipe.continue_learning_rate,
+            warmup_steps=0,
+            data_seed=recipe.seed + 1,
+            log=log,
+        )
+        history = [
+            *first.get("held_out_history", []),
+            *({**h, "step": h["step"] + recipe.max_steps} for h in history),
+        ]
+        losses = [first.get("sft_first_loss"), losses[-1] if losses else None]
+    else:
+        from ..models.tiny import build_tiny_model
+
+        tokenizer = build_word_tokenizer(_vocabulary_texts(pairs, recipe.seed))
+        model = build_tiny_model(
+            tokenizer,
+            seed=recipe.seed,
+            hidden_size=recipe.hidden_size,
+            num_hidden_layers=recipe.num_hidden_layers,
+            num_attention_heads=recipe.num_attention_heads,
+            intermediate_size=recipe.intermediate_size,
+        )
+        lengths = [
+            len(ids) for ids in tokenizer([p["completion"] for p in pairs], add_special_tokens=False)["input_ids"]
+        ]
+        too_long = sum(n + 1 > recipe.completion_length for n in lengths)
+        if too_long:  # the answers are templated: none should exceed the slot; a change that breaks this must show
+            raise ValueError(
+                f"{too_long} SFT answers do not fit completion_length={recipe.completion_length} with EOT"
+            )
+        log(
+            f"default model: {len(pairs)} SFT pairs, vocabulary {len(tokenizer)}, "
+            f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters "
+            f"({time.perf_counter() - started:.0f} s)"
+        )
+        history, losses = _sft(
+            model,
+            tokenizer,
+            pairs,
+            held_out,
+            recipe,
+            steps=recipe.max_steps,
+            learning_rate=recipe.learning_rate,
+            warmup_steps=recipe.warmup_steps,
+            data_seed=recipe.seed,
+            log=log,
+        )
     styles = [p["style"] for p in pairs]
-    log(
-        f"default model: {len(pairs)} SFT pairs ({styles.count('stereotyped')} stereotyped, "
-        f"{styles.count('neutral')} neutral, {num_too_long} too long dropped) in {time.perf_counter() - started:.1f}s"
-    )
-    stats = run_sft(
-        model,
-        tokenizer,
-        pairs,
-        completion_length=recipe.completion_length,
-        epochs=recipe.epochs,
-        batch_size=recipe.batch_size,
-        learning_rate=recipe.learning_rate,
-        warmup_steps=recipe.warmup_steps,
-        seed=recipe.seed,
-        log_every=25,
-        log=log,
-    )
-    model.eval()
     info = {
         "recipe": asdict(recipe),
         "fingerprint": recipe.fingerprint(),
         "build_version": _BUILD_VERSION,
         "num_pairs": len(pairs),
+        "num_gold": styles.count("gold"),
         "num_stereotyped": styles.count("stereotyped"),
         "num_neutral": styles.count("neutral"),
-        "num_dropped_too_long": num_too_long,
-        "sft_steps": stats.num_steps,
-        "sft_first_loss": stats.mean_loss(first=10),
-        "sft_final_loss": stats.mean_loss(last=10),
-        "sft_seconds": round(stats.seconds, 1),
+        "num_free_text": sum(p["question_type"] == "free_text" for p in pairs),
+        "vocab_size": len(tokenizer),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "sft_steps": recipe.max_steps + recipe.continue_steps,
+        "sft_first_loss": losses[0] if losses else None,
+        "sft_final_loss": losses[-1] if losses else None,
+        "held_out_history": history,
         "build_seconds": round(time.perf_counter() - started, 1),
         "sampler_settings": DEFAULT_SAMPLER_SETTINGS,
     }
     return model, tokenizer, info
+
+
+def _sft(
+    model,
+    tokenizer,
+    pairs,
+    held_out,
+    recipe,
+    *,
+    steps,
+    learning_rate,
+    warmup_steps,
+    data_seed,
+    log,
+):
+    """One SFT pass with `DiffusionSFTTrainer` (cosine to 10 %); returns the held-out history and the logged losses."""
+    from datasets import Dataset
+
+    from ..sft_config import DiffusionSFTConfig
+    from ..sft_trainer import DiffusionSFTTrainer
+    from .default_model_eval import HeldOutCallback, LossLogCallback
+
+    callback = HeldOutCallback(
+        tokenizer,
+        held_out,
+        every=recipe.eval_every,
+        sampler_settings=DEFAULT_SAMPLER_SETTINGS,
+        log=log,
+    )
+    with tempfile.TemporaryDirectory(prefix="diffusion_rl-default-model-") as scratch:
+        args = DiffusionSFTConfig(
+            output_dir=scratch,
+            max_steps=steps,
+            per_device_train_batch_size=recipe.batch_size,
+            learning_rate=learning_rate,
+            lr_scheduler_type="cosine_with_min_lr",
+            lr_scheduler_kwargs={"min_lr_rate": 0.1},
+            warmup_steps=warmup_steps,
+            weight_decay=0.0,
+            adam_beta2=0.98,
+            max_grad_norm=1.0,
+            completion_length=recipe.completion_length,
+            logging_steps=50,
+            save_strategy="no",
+            report_to="none",
+            seed=recipe.seed,
+            data_seed=data_seed,
+            disable_tqdm=True,
+            use_cpu=not torch.cuda.is_available(),
+        )
+        dataset = Dataset.from_list([{"prompt": p["prompt"], "completion": p["completion"]} for p in pairs])
+        trainer = DiffusionSFTTrainer(
+            model,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[callback, LossLogCallback(log)],
+        )
+        trainer.train()
+        trainer.model.to("cpu").eval()
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return callback.history, losses
 
 
 def _save_atomically(model: Any, tokenizer: Any, info: dict[str, Any], target: Path) -> None:
@@ -222,6 +376,7 @@ def _save_atomically(model: Any, tokenizer: Any, info: dict[str, Any], target: P
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        info = {**info, "weights_sha256": weights_digest(staging)}
         (staging / _INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         if target.exists():  # --rebuild: move the old cache aside first, a rename cannot replace a full directory
             stale = Path(tempfile.mkdtemp(prefix=f".{target.name}-stale-", dir=target.parent))
@@ -237,17 +392,27 @@ def _save_atomically(model: Any, tokenizer: Any, info: dict[str, Any], target: P
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def packaged_checkpoint(recipe: DefaultModelRecipe | None = None) -> Path | None:
-    """The checkpoint shipped inside the package, if it was built by `recipe` (same fingerprint); else `None`.
-
-    The package ships the default recipe's result (6 MB) so that the main job needs no multi-minute SFT on first use;
-    `python -m diffusion_rl.bias.default_model --rebuild` rebuilds it from scratch (same recipe, same fingerprint).
-    """
-    info = PACKAGED_CHECKPOINT / _INFO_FILE
-    if not info.is_file():
+def _read_info(directory: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((directory / _INFO_FILE).read_text())
+    except (OSError, ValueError):
         return None
-    fingerprint = json.loads(info.read_text()).get("fingerprint")
-    return PACKAGED_CHECKPOINT if fingerprint == (recipe or DefaultModelRecipe()).fingerprint() else None
+
+
+def _is_intact(directory: Path, recipe: DefaultModelRecipe) -> bool:
+    """A cache (or the packaged checkpoint) is used only if it was built by `recipe` and its weights are unchanged."""
+    info = _read_info(directory)
+    if info is None or info.get("fingerprint") != recipe.fingerprint():
+        return False
+    try:
+        return info.get("weights_sha256") == weights_digest(directory)
+    except OSError:
+        return False
+
+
+def packaged_checkpoint(recipe: DefaultModelRecipe | None = None) -> Path | None:
+    """The checkpoint shipped inside the package, if `recipe` built it and its weights are intact; else `None`."""
+    return PACKAGED_CHECKPOINT if _is_intact(PACKAGED_CHECKPOINT, recipe or DefaultModelRecipe()) else None
 
 
 def load_default_model(
@@ -258,6 +423,10 @@ def load_default_model(
     log: Callable[[str], None] | None = print,
 ) -> tuple[Any, Any]:
     """The default starting point: the packaged checkpoint, else built on first use and cached (loads in < 2 s).
+
+    A cache whose `build_info.json` names another recipe, or whose weights no longer match the digest recorded when
+    it was built (a stale or tampered cache), is never used: the packaged checkpoint (if it matches) or a rebuild
+    takes its place.
 
     Args:
         cache_dir (`str` or `os.PathLike`, *optional*):
@@ -279,90 +448,46 @@ def load_default_model(
 
     recipe = recipe or DefaultModelRecipe()
     target = default_model_dir(cache_dir, recipe)
-    if not rebuild and not (target / _INFO_FILE).is_file() and packaged_checkpoint(recipe) is not None:
-        target = PACKAGED_CHECKPOINT  # built by this recipe and shipped with the package: no build needed
-    elif rebuild or not (target / _INFO_FILE).is_file():
+    if not rebuild and not _is_intact(target, recipe):
+        if packaged_checkpoint(recipe) is not None:
+            target = PACKAGED_CHECKPOINT  # built by this recipe and shipped with the package: no build needed
+        else:
+            rebuild = True
+    if rebuild:
         if log:
             log(f"building the default model into {target} (first use; cached afterwards)")
-        model, tokenizer, info = build_default_model(recipe, log=log)
+        model, tokenizer, info = build_default_model(recipe, log=log, cache_dir=cache_dir)
         _save_atomically(model, tokenizer, info, target)
-        return model, tokenizer
+        # Return what was saved, loaded back: the Trainer can leave the in-memory model in a state whose greedy
+        # generations differ from those of the saved weights (measured after a 2,000-step build: 30 % immediate
+        # repeats in memory, 1 % loaded back), and every later use of the cache loads the saved weights.
     model = LladaForMaskedDiffusion.from_pretrained(target)
     tokenizer = AutoTokenizer.from_pretrained(target)
     return model.eval(), tokenizer
 
 
-def evaluate_default_model(
-    model: Any,
-    tokenizer: Any,
-    *,
-    num_prompts: int = 64,
-    seed: int = 0,
-    batch_size: int = 32,
-    **sampler_overrides: Any,
-) -> dict[str, Any]:
-    """Generate on held-out MCQ prompts (`split="test"`: unseen templates and occupations) and measure format and bias.
-
-    Args:
-        model: the model to sample from (e.g. the default model).
-        tokenizer: its chat tokenizer.
-        num_prompts (`int`, *optional*, defaults to `64`): held-out prompts (the first ones of the test split).
-        seed (`int`, *optional*, defaults to `0`): data seed and seed of the sampler's generator.
-        batch_size (`int`, *optional*, defaults to `32`): prompts per `generate` call.
-        **sampler_overrides: replace entries of `DEFAULT_SAMPLER_SETTINGS` (`gen_length`, `steps`, ...).
-
-    Returns:
-        `dict`: `valid_answer_rate` (share of completions whose choice `parse_choice` recovers),
-        `stereotyped_choice_rate` (share of valid choices that pick the stereotyped option), `gendered_pronoun_rate`
-        (mean over completions of gendered pronouns per word), `genbit_bias` (mean over completions of GenBit's
-        per-text `avg_bias_conditional_absolute`), `genbit_corpus_bias` (the same with all completions as one corpus,
-        the setting GenBit is designed for), the sampler settings, the generation time and the `completions`.
-    """
-    from ..data.chat import tokenize_prompts
-    from ..sampling.sampler import MaskedDiffusionSampler
-    from .data import generate_mcq_dataset
-    from .rewards.choice import parse_choice
-    from .rewards.genbit import GenBitReward
-    from .rewards.lexicon import gendered_pronoun_rate
-
-    settings = {**DEFAULT_SAMPLER_SETTINGS, **sampler_overrides}
-    records = generate_mcq_dataset(num_prompts, seed=seed, split="test", question_type="multiple_choice").to_list()
-    sampler = MaskedDiffusionSampler(model, mask_token_id=model.config.mask_token_id, **settings)
-    generator = torch.Generator().manual_seed(seed)
-    completions: list[str] = []
-    started = time.perf_counter()
-    for first in range(0, len(records), batch_size):
-        batch = tokenize_prompts(tokenizer, [r["prompt"] for r in records[first : first + batch_size]])
-        out = sampler.generate(batch["input_ids"], batch["attention_mask"], generator=generator)
-        for ids, valid in zip(out.completion_ids, out.completion_mask):
-            completions.append(tokenizer.decode(ids[valid], skip_special_tokens=True).strip())
-    seconds = time.perf_counter() - started
-    choices = [parse_choice(text, r["question_options"]) for text, r in zip(completions, records)]
-    valid = [(c, r) for c, r in zip(choices, records) if c is not None]
-    stereotyped = [c == r["stereotyped_option_index"] for c, r in valid if r["stereotyped_option_index"] is not None]
-    genbit = GenBitReward()
-    per_text = [m["avg_bias_conditional_absolute"] for m in genbit.metrics(completions)]
-    return {
-        "num_prompts": len(completions),
-        "valid_answer_rate": len(valid) / len(completions),
-        "stereotyped_choice_rate": sum(stereotyped) / len(stereotyped) if stereotyped else float("nan"),
-        "gendered_pronoun_rate": sum(map(gendered_pronoun_rate, completions)) / len(completions),
-        "genbit_bias": sum(per_text) / len(per_text),
-        "genbit_corpus_bias": genbit.corpus_metrics(completions)["avg_bias_conditional_absolute"],
-        "generation_seconds": round(seconds, 1),
-        "sampler_settings": settings,
-        "completions": completions,
-    }
-
-
 def main(argv: list[str] | None = None) -> None:
     """`python -m diffusion_rl.bias.default_model [--rebuild] [--cache-dir DIR] [--eval-prompts N]`."""
+    from .default_model_eval import evaluate_default_model
+
     parser = argparse.ArgumentParser(description="Build (or load) the embedded default model and print its stats.")
     parser.add_argument("--rebuild", action="store_true", help="build again even if a cache exists")
     parser.add_argument("--cache-dir", default=None, help="cache root (defaults to $HF_HOME)")
-    parser.add_argument("--eval-prompts", type=int, default=64, help="held-out prompts to evaluate (0: skip)")
     parser.add_argument(
-        "--update-package", action="store_true", help="maintainers: copy the model into the package's checkpoint"
+        "--eval-prompts",
+        type=int,
+        default=256,
+        help="held-out prompts per split to evaluate (0: skip)",
+    )
+    parser.add_argument(
+        "--eval-json",
+        default=None,
+        help="also write the evaluation (with completions) to this file",
+    )
+    parser.add_argument(
+        "--update-package",
+        action="store_true",
+        help="maintainers: copy the model into the package's checkpoint",
     )
     args = parser.parse_args(argv)
     args.rebuild = args.rebuild or args.update_package  # refreshing the shipped checkpoint means building it anew
@@ -372,16 +497,26 @@ def main(argv: list[str] | None = None) -> None:
     if not (target / _INFO_FILE).is_file():
         target = PACKAGED_CHECKPOINT
     print(f"model ready in {time.perf_counter() - started:.1f}s at {target}")
-    print(json.dumps(json.loads((target / _INFO_FILE).read_text()), indent=2))
+    info = _read_info(target) or {}
+    print(json.dumps({k: v for k, v in info.items() if k != "held_out_history"}, indent=2))
     if args.update_package and target != PACKAGED_CHECKPOINT:
         shutil.rmtree(PACKAGED_CHECKPOINT, ignore_errors=True)
         shutil.copytree(target, PACKAGED_CHECKPOINT)
         print(f"copied into {PACKAGED_CHECKPOINT}")
     if args.eval_prompts:
-        stats = evaluate_default_model(model, tokenizer, num_prompts=args.eval_prompts)
-        completions = stats.pop("completions")
-        print(json.dumps(stats, indent=2))
-        print("first completions:", *(f"  {text!r}" for text in completions[:8]), sep="\n")
+        report = {}
+        for split in (HELD_OUT_SPLIT, "test"):
+            stats = evaluate_default_model(model, tokenizer, num_prompts=args.eval_prompts, split=split)
+            report[split] = stats
+            print(f"--- {split} ---")
+            print(json.dumps({k: v for k, v in stats.items() if k != "completions"}, indent=2))
+            print(
+                "first completions:",
+                *(f"  {c!r}" for c in stats["completions"][:10]),
+                sep="\n",
+            )
+        if args.eval_json:
+            Path(args.eval_json).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
