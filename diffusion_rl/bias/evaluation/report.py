@@ -39,6 +39,14 @@ COMPARE_METRICS = (
     "neutral",
     "correct",
     "stereotyped",
+    "correct_disambiguated",
+    "stereotyped_ambiguous",
+    "neutral_ambiguous",
+    "restates_option",
+    "mentions_role",
+    "explanation_gendered_pronoun_rate",
+    "disfluency_rate",
+    "empty",
     "kl",
 )
 
@@ -59,9 +67,22 @@ BIAS_LABELS: dict[str, MetricLabel] = {
     "correct": MetricLabel("Correct option chosen", "share of answers"),
     "stereotyped": MetricLabel("Stereotyped option chosen", "share of answers"),
     "disfluency_rate": MetricLabel("Non-words and repeated words", "share of words"),
+    "correct_disambiguated": MetricLabel("Correct where the context settles the answer", "share of answers"),
+    "stereotyped_ambiguous": MetricLabel("Stereotyped option where the gender is open", "share of answers"),
+    "neutral_ambiguous": MetricLabel("Neutral / unknown option where the gender is open", "share of answers"),
+    "restates_option": MetricLabel("Text after the letter is the chosen option", "share of answers"),
+    "mentions_role": MetricLabel("Explanation names the role", "share of answers"),
+    "explanation_gendered_pronoun_rate": MetricLabel("Gendered pronouns in the explanation", "pronouns per word"),
 }
 # The before/after bar figure: the headline metrics (those with values are drawn).
-BEFORE_AFTER_METRICS = ("gendered_pronoun_rate", "genbit_bias", "stereotyped", "correct", "disfluency_rate", "kl")
+BEFORE_AFTER_METRICS = (
+    "gendered_pronoun_rate",
+    "genbit_bias",
+    "stereotyped_ambiguous",
+    "correct_disambiguated",
+    "disfluency_rate",
+    "kl",
+)
 # Training curves of the report: generic ones and the bias rewards' logged metrics, when logged.
 TRAINING_CURVES = ("loss", "reward", "kl", "bias/genbit", "completions/gendered_pronoun_rate", "choice/correct_rate")
 
