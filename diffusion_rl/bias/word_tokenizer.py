@@ -23,16 +23,7 @@ from collections.abc import Iterable
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from ..models.tiny import (
-    BOS_TOKEN,
-    CHAT_TEMPLATE,
-    END_HEADER_TOKEN,
-    EOS_TOKEN,
-    EOT_TOKEN,
-    MASK_TOKEN,
-    SPECIAL_TOKENS,
-    START_HEADER_TOKEN,
-)
+from ..models.tiny import END_HEADER_TOKEN, EOT_TOKEN, SPECIAL_TOKENS, START_HEADER_TOKEN, llada_style_tokenizer
 
 __all__ = ["UNK_TOKEN", "build_word_tokenizer", "word_pieces"]
 
@@ -84,19 +75,7 @@ def build_word_tokenizer(texts: Iterable[str], *, model_max_length: int = 512) -
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
     backend.pre_tokenizer = pre
     backend.decoder = decoders.Metaspace(replacement=_SPACE, prepend_scheme="never", split=True)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token=BOS_TOKEN,
-        eos_token=EOS_TOKEN,
-        pad_token=EOS_TOKEN,
-        mask_token=MASK_TOKEN,
-        unk_token=UNK_TOKEN,
-        additional_special_tokens=[EOT_TOKEN, START_HEADER_TOKEN, END_HEADER_TOKEN],
-        padding_side="left",
-        chat_template=CHAT_TEMPLATE,
-        model_max_length=model_max_length,
-        clean_up_tokenization_spaces=False,
-    )
+    return llada_style_tokenizer(backend, unk_token=UNK_TOKEN, model_max_length=model_max_length)
 
 
 def _split_special(text: str, special: dict[str, None]) -> list[str]:

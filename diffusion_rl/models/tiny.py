@@ -76,19 +76,25 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
         ``<|endoftext|>``, ``mask_token`` ``<|mdm_mask|>`` and the additional special tokens ``<|eot_id|>``,
         ``<|start_header_id|>``, ``<|end_header_id|>``.
     """
-    backend = Tokenizer.from_str(_trained_tokenizer_json(TINY_VOCAB_SIZE))
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token=BOS_TOKEN,
-        eos_token=EOS_TOKEN,
-        pad_token=EOS_TOKEN,
-        mask_token=MASK_TOKEN,
-        additional_special_tokens=[EOT_TOKEN, START_HEADER_TOKEN, END_HEADER_TOKEN],
-        padding_side="left",
-        chat_template=CHAT_TEMPLATE,
-        model_max_length=512,
-        clean_up_tokenization_spaces=False,
-    )
+    return llada_style_tokenizer(Tokenizer.from_str(_trained_tokenizer_json(TINY_VOCAB_SIZE)))
+
+
+def llada_style_tokenizer(backend: Tokenizer, **kwargs) -> PreTrainedTokenizerFast:
+    """Wrap a `tokenizers.Tokenizer` whose vocabulary holds `SPECIAL_TOKENS` the way LLaDA-8B-Instruct's is set up:
+    BOS, EOS = padding, the mask and turn tokens, the chat template, left padding. `kwargs` add or override
+    `PreTrainedTokenizerFast` arguments (e.g. an `unk_token`)."""
+    settings = {
+        "bos_token": BOS_TOKEN,
+        "eos_token": EOS_TOKEN,
+        "pad_token": EOS_TOKEN,
+        "mask_token": MASK_TOKEN,
+        "additional_special_tokens": [EOT_TOKEN, START_HEADER_TOKEN, END_HEADER_TOKEN],
+        "padding_side": "left",
+        "chat_template": CHAT_TEMPLATE,
+        "model_max_length": 512,
+        "clean_up_tokenization_spaces": False,
+    }
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **{**settings, **kwargs})
 
 
 def build_tiny_model(
