@@ -16,10 +16,10 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig
 
+from diffusion_rl.checkpointing import replace_directory
 from diffusion_rl.config import DiffusionReinforceConfig
 from diffusion_rl.models.tiny import build_tiny_model, build_tiny_tokenizer
 from diffusion_rl.trainer import DiffusionReinforceTrainer
-from diffusion_rl.checkpointing import replace_directory
 
 REPO = Path(__file__).resolve().parents[1]
 
