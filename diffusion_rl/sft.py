@@ -1,4 +1,6 @@
-"""Masked-diffusion supervised fine-tuning: LLaDA's SFT objective and a small, reusable training loop.
+"""Masked-diffusion supervised fine-tuning: LLaDA's SFT objective and the sampler-shaped layout of its batches.
+
+The training loop is `diffusion_rl.DiffusionSFTTrainer` (`sft_trainer.py`), on `transformers.Trainer`.
 
 LLaDA (arXiv 2502.09992, Appendix B.1 and the upstream GUIDELINES.md) fine-tunes with the pre-training loss applied to
 the answer only:
@@ -18,20 +20,15 @@ the LM head (``logits_to_keep``), and the model learns to fill exactly the canva
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "SFTStats",
     "forward_process",
     "masked_diffusion_sft_loss",
-    "run_sft",
     "sft_loss_from_logits",
     "tokenize_sft_pairs",
 ]
@@ -167,30 +164,6 @@ def masked_diffusion_sft_loss(
     return sft_loss_from_logits(logits, input_ids[:, start:], masked[:, start:], p_mask, answer_mask[:, start:])
 
 
-@dataclass
-class SFTStats:
-    """What `run_sft` did.
-
-    Args:
-        losses (`list[float]`): loss of every optimizer step, in order.
-        num_steps (`int`): optimizer steps taken.
-        num_examples (`int`): training pairs.
-        seconds (`float`): wall time of the loop (tokenisation included).
-        completion_length (`int`): answer slot length used (answer + EOT + EOS padding).
-    """
-
-    losses: list[float] = field(default_factory=list)
-    num_steps: int = 0
-    num_examples: int = 0
-    seconds: float = 0.0
-    completion_length: int = 0
-
-    def mean_loss(self, first: int | None = None, last: int | None = None) -> float:
-        """Mean loss over the first `first` or the last `last` steps (all steps when both are `None`)."""
-        values = self.losses[:first] if first is not None else self.losses[-last:] if last is not None else self.losses
-        return float(sum(values) / len(values)) if values else float("nan")
-
-
 def _special_id(tokenizer: Any, token: str, fallback: int | None) -> int | None:
     token_id = tokenizer.convert_tokens_to_ids(token)
     if token_id is None or token_id == getattr(tokenizer, "unk_token_id", None):
@@ -261,158 +234,3 @@ def tokenize_sft_pairs(
     answer_mask = torch.zeros_like(input_ids, dtype=torch.bool)
     answer_mask[:, -completion_length:] = True
     return {"input_ids": input_ids, "attention_mask": attention_mask, "answer_mask": answer_mask}
-
-
-def _as_pairs(data: Any) -> tuple[list[Any], list[str]]:
-    if hasattr(data, "column_names"):  # datasets.Dataset
-        missing = {"prompt", "completion"} - set(data.column_names)
-        if missing:
-            raise ValueError(f"the dataset needs 'prompt' and 'completion' columns; missing {sorted(missing)}")
-        return list(data["prompt"]), list(data["completion"])
-    prompts, answers = [], []
-    for i, item in enumerate(data):
-        if isinstance(item, dict):
-            if "prompt" not in item or "completion" not in item:
-                raise ValueError(f"record {i} needs 'prompt' and 'completion' keys, has {sorted(item)}")
-            prompts.append(item["prompt"])
-            answers.append(item["completion"])
-        elif isinstance(item, (tuple, list)) and len(item) == 2:
-            prompts.append(item[0])
-            answers.append(item[1])
-        else:
-            raise TypeError(f"record {i} must be a (prompt, completion) pair or a dict, got {type(item).__name__}")
-    return prompts, answers
-
-
-def run_sft(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    data: Iterable[Any],
-    *,
-    completion_length: int | None = None,
-    max_prompt_length: int | None = None,
-    system_prompt: str | None = None,
-    epochs: int = 1,
-    max_steps: int | None = None,
-    batch_size: int = 16,
-    learning_rate: float = 1e-3,
-    weight_decay: float = 0.0,
-    warmup_steps: int = 0,
-    min_lr_ratio: float = 0.1,
-    max_grad_norm: float | None = 1.0,
-    eps: float = 1e-3,
-    seed: int = 0,
-    mask_token_id: int | None = None,
-    log_every: int = 0,
-    log: Callable[[str], None] = print,
-) -> SFTStats:
-    """Fine-tune `model` in place with LLaDA's masked-diffusion SFT objective (plain torch loop, AdamW).
-
-    Deterministic from `seed`: shuffling and masking use local `torch.Generator`s, the global RNG is never touched.
-
-    Args:
-        model (`torch.nn.Module`): mask predictor returning `.logits`; trained in place (all parameters that require
-            grad, so a PEFT model trains its adapter only), left in the mode it came in.
-        tokenizer: chat tokenizer (see `tokenize_sft_pairs`).
-        data: `(prompt, completion)` pairs, dicts or a `datasets.Dataset` with `prompt` and `completion` columns
-            (TRL's prompt-completion format). Prompts may be strings or chat message lists.
-        completion_length (`int`, *optional*): answer slot length; defaults to the longest answer + EOT. Set it to
-            the sampler's `gen_length` so the model learns to pad exactly that canvas.
-        max_prompt_length (`int`, *optional*): prompts longer than this raise `ValueError`.
-        system_prompt (`str`, *optional*): system message prepended to every prompt.
-        epochs (`int`, *optional*, defaults to `1`): passes over the data (ignored once `max_steps` is reached).
-        max_steps (`int`, *optional*): stop after this many optimizer steps.
-        batch_size (`int`, *optional*, defaults to `16`): pairs per optimizer step (the last partial batch is kept).
-        learning_rate (`float`, *optional*, defaults to `1e-3`): peak AdamW learning rate.
-        weight_decay (`float`, *optional*, defaults to `0.0`): AdamW weight decay.
-        warmup_steps (`int`, *optional*, defaults to `0`): linear warm-up steps, then cosine decay.
-        min_lr_ratio (`float`, *optional*, defaults to `0.1`): final learning rate as a fraction of the peak.
-        max_grad_norm (`float`, *optional*, defaults to `1.0`): gradient clipping (`None` disables it).
-        eps (`float`, *optional*, defaults to `1e-3`): lower bound of the masking probability.
-        seed (`int`, *optional*, defaults to `0`): seeds the shuffling and masking generators.
-        mask_token_id (`int`, *optional*): defaults to `model.config.mask_token_id`, then `tokenizer.mask_token_id`.
-        log_every (`int`, *optional*, defaults to `0`): log the running loss every N steps (0: never).
-        log (`Callable[[str], None]`, *optional*, defaults to `print`): where log lines go.
-
-    Returns:
-        `SFTStats`: per-step losses, step count, wall time.
-    """
-    if batch_size < 1 or epochs < 1:
-        raise ValueError(f"batch_size and epochs must be >= 1, got batch_size={batch_size}, epochs={epochs}")
-    if max_steps is not None and max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
-    if mask_token_id is None:
-        mask_token_id = getattr(getattr(model, "config", None), "mask_token_id", None)
-    if mask_token_id is None:
-        mask_token_id = getattr(tokenizer, "mask_token_id", None)
-    if mask_token_id is None:
-        raise ValueError("no mask token id: pass mask_token_id or use a model/tokenizer that defines one")
-    prompts, answers = _as_pairs(data)
-    if not prompts:
-        raise ValueError("data is empty: run_sft needs at least one (prompt, completion) pair")
-    if completion_length is None:
-        completion_length = 1 + max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
-
-    start_time = time.perf_counter()
-    device = next(model.parameters()).device
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no parameter with requires_grad=True")
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(prompts) / batch_size)
-    total_steps = steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
-
-    def lr_factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    shuffle_gen = torch.Generator().manual_seed(seed)
-    mask_gen = torch.Generator(device=device).manual_seed(seed + 1)
-    stats = SFTStats(num_examples=len(prompts), completion_length=completion_length)
-    was_training = model.training
-    model.train()
-    try:
-        while stats.num_steps < total_steps:
-            order = torch.randperm(len(prompts), generator=shuffle_gen).tolist()
-            for first in range(0, len(order), batch_size):
-                if stats.num_steps >= total_steps:
-                    break
-                idx = order[first : first + batch_size]
-                batch = tokenize_sft_pairs(
-                    tokenizer,
-                    [prompts[i] for i in idx],
-                    [answers[i] for i in idx],
-                    completion_length=completion_length,
-                    max_prompt_length=max_prompt_length,
-                    system_prompt=system_prompt,
-                )
-                batch = {k: v.to(device) for k, v in batch.items()}
-                loss = masked_diffusion_sft_loss(
-                    model,
-                    batch["input_ids"],
-                    batch["answer_mask"],
-                    attention_mask=batch["attention_mask"],
-                    mask_token_id=mask_token_id,
-                    generator=mask_gen,
-                    eps=eps,
-                )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                stats.losses.append(float(loss.detach()))
-                stats.num_steps += 1
-                if log_every and stats.num_steps % log_every == 0:
-                    log(
-                        f"sft step {stats.num_steps}/{total_steps} loss {stats.mean_loss(last=log_every):.4f} "
-                        f"lr {scheduler.get_last_lr()[0]:.2e} {time.perf_counter() - start_time:.0f}s"
-                    )
-    finally:
-        model.train(was_training)
-    stats.seconds = time.perf_counter() - start_time
-    return stats

@@ -1,4 +1,6 @@
-"""Tests for diffusion_rl.sft: LLaDA's masked-diffusion SFT loss and the run_sft loop."""
+"""Tests for diffusion_rl.sft: LLaDA's masked-diffusion SFT loss and the sampler-shaped layout.
+
+The training loop is `DiffusionSFTTrainer` (tests/test_sft_trainer.py)."""
 
 import math
 
@@ -9,7 +11,6 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from diffusion_rl.sft import (
     forward_process,
     masked_diffusion_sft_loss,
-    run_sft,
     sft_loss_from_logits,
     tokenize_sft_pairs,
 )
@@ -273,47 +274,3 @@ def _eval_loss(model, tokenizer, draws: int = 8) -> float:
             for _ in range(draws)
         ]
     return sum(values) / draws
-
-
-def test_run_sft_reduces_loss_and_is_deterministic(tiny_tokenizer):
-    model = _fresh_tiny(tiny_tokenizer)
-    before = _eval_loss(model, tiny_tokenizer)
-    rng_state = torch.get_rng_state()
-    stats = run_sft(
-        model, tiny_tokenizer, PAIRS * 4, completion_length=24, epochs=5, batch_size=8, learning_rate=1e-2, seed=7
-    )
-    assert torch.equal(torch.get_rng_state(), rng_state)  # the global RNG is never used
-    assert stats.num_steps == 10 and len(stats.losses) == 10 and stats.num_examples == 16
-    after = _eval_loss(model, tiny_tokenizer)
-    assert after < 0.8 * before
-
-    twin = _fresh_tiny(tiny_tokenizer)
-    twin_stats = run_sft(
-        twin,
-        tiny_tokenizer,
-        [{"prompt": p, "completion": a} for p, a in PAIRS * 4],
-        completion_length=24,
-        epochs=5,
-        batch_size=8,
-        learning_rate=1e-2,
-        seed=7,
-    )
-    assert twin_stats.losses == stats.losses
-    for a, b in zip(model.parameters(), twin.parameters()):
-        assert torch.equal(a, b)
-
-
-def test_run_sft_max_steps_and_bad_input(tiny_tokenizer):
-    import datasets
-
-    model = _fresh_tiny(tiny_tokenizer)
-    data = datasets.Dataset.from_dict({"prompt": [p for p, _ in PAIRS], "completion": [a for _, a in PAIRS]})
-    stats = run_sft(model, tiny_tokenizer, data, max_steps=3, epochs=10, batch_size=2)
-    assert stats.num_steps == 3 and stats.completion_length > 1
-    assert model.training is False  # mode restored
-    with pytest.raises(ValueError, match="'prompt' and 'completion'"):
-        run_sft(model, tiny_tokenizer, datasets.Dataset.from_dict({"text": ["x"]}))
-    with pytest.raises(ValueError, match="empty"):
-        run_sft(model, tiny_tokenizer, [])
-    with pytest.raises(TypeError, match="record 0"):
-        run_sft(model, tiny_tokenizer, ["just a string"])
