@@ -129,6 +129,7 @@ def test_build_cache_load_rebuild_and_integrity(tmp_path):
     info = json.loads((target / "build_info.json").read_text())
     assert info["fingerprint"] == MINI.fingerprint() and info["sft_steps"] == MINI.max_steps
     assert [h["step"] for h in info["held_out_history"]] == [2, 4]  # the build monitored held-out accuracy
+    assert all(0.0 <= h["letter_given_answer"] <= 1.0 for h in info["held_out_history"])  # and the letter probe
     assert info["weights_sha256"] == weights_digest(target)
     assert info["sampler_settings"] == DEFAULT_SAMPLER_SETTINGS
     assert sorted(p.name for p in target.parent.iterdir()) == [target.name]  # no staging leftovers

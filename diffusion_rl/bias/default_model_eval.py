@@ -111,6 +111,10 @@ class LossLogCallback(TrainerCallback):
 class HeldOutCallback(TrainerCallback):
     """Generate on held-out prompts every `every` steps (and at the end) and log the summary (`held_out/<key>`).
 
+    Each evaluation also runs `letter_binding_probe` (one forward pass: is the letter of the SFT answer right with the
+    rest of the answer visible, `letter_given_answer`, and with all of it masked, `letter_all_masked`), the fast
+    signal of whether the model has learnt to bind a letter to its option.
+
     Args:
         tokenizer: the model's tokenizer.
         rows (`Sequence[Mapping]`): held-out records with the MCQ metadata.
@@ -138,9 +142,19 @@ class HeldOutCallback(TrainerCallback):
     def _evaluate(self, state, model) -> None:
         started = time.perf_counter()
         texts, ended = generate_answers(model, self.tokenizer, self.rows, sampler_settings=self.sampler_settings)
+        from .letter_binding import letter_binding_probe
+
+        probe = letter_binding_probe(
+            model,
+            self.tokenizer,
+            num_prompts=len(self.rows),
+            completion_length=self.sampler_settings["gen_length"],
+        )
         summary = {
             "step": state.global_step,
             **summarize_answers(self.rows, texts, ended),
+            "letter_given_answer": round(probe["given_answer"], 4),
+            "letter_all_masked": round(probe["all_masked"], 4),
         }
         summary["seconds"] = round(time.perf_counter() - started, 1)
         self.history.append(summary)
@@ -156,6 +170,7 @@ class HeldOutCallback(TrainerCallback):
                 "mentions_role",
                 "disfluency_rate",
                 "ended",
+                "letter_given_answer",
             )
             self.log(
                 f"held-out @ {state.global_step}: " + ", ".join(f"{k} {summary[k]}" for k in keys) + f" | {texts[0]!r}"
