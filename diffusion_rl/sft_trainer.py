@@ -27,10 +27,13 @@ from peft import PeftConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
 from transformers.utils import logging
 
+from .adapter_check import check_adapter_fits
 from .checks import check_lora_targets, check_mask_token
 from .data.chat import tokenize_prompts
 from .generator_state import load_generator_states, save_generator_states
 from .model_card import write_model_card
+from .output_lock import acquire_output_dir_lock
+from .resume import resolve_resume_checkpoint
 from .sft import masked_diffusion_sft_loss, tokenize_sft_pairs
 from .sft_config import DiffusionSFTConfig
 
@@ -244,6 +247,9 @@ class DiffusionSFTTrainer(Trainer):
                 "or pass the base model to add a new one."
             )
 
+        # One run per output_dir (a second run would overwrite this one's checkpoints): before any model is loaded.
+        output_lock = acquire_output_dir_lock(args)
+
         # ---- model, tokenizer ----
         if isinstance(model, str):
             from . import models  # noqa: F401  (registers LLaDA with the Auto classes)
@@ -296,6 +302,21 @@ class DiffusionSFTTrainer(Trainer):
         self._mask_generator = torch.Generator(self.args.device).manual_seed(seed)
         self._eval_seed = seed + _EVAL_OFFSET
         self._eval_generator = torch.Generator(self.args.device).manual_seed(self._eval_seed)
+        self._output_lock = output_lock  # released when the process ends
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """`Trainer.train`, with `resume_from_checkpoint` checked first (see [`diffusion_rl.resume`]).
+
+        A checkpoint folder that lacks a file a resume needs (the optimizer, the scheduler, the RNG states, the
+        mask generator's `diffusion_rng_state_<rank>.pth`) or holds a truncated one raises `IncompleteCheckpointError`
+        naming the file, instead of resuming with fresh state; `True` picks the newest *complete* checkpoint and logs
+        which newer ones it skipped. An adapter checkpoint must fit the model's adapter.
+        """
+        checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args, self.accelerator)
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if checkpoint is not None and isinstance(unwrapped, PeftModel):
+            check_adapter_fits(unwrapped, checkpoint, unwrapped.active_adapter)
+        return super().train(checkpoint, *args, **kwargs)
 
     # ------------------------------------------------------------------ validation
 

@@ -16,6 +16,8 @@ from peft import LoraConfig, get_peft_model
 
 from diffusion_rl.config import DiffusionReinforceConfig
 from diffusion_rl.models.tiny import build_tiny_model
+from diffusion_rl.output_lock import OutputDirLockedError
+from diffusion_rl.resume import IncompleteCheckpointError
 from diffusion_rl.sft import tokenize_sft_pairs
 from diffusion_rl.sft_config import DiffusionSFTConfig
 from diffusion_rl.sft_trainer import DiffusionSFTTrainer
@@ -138,10 +140,37 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_tokenizer):
     losses = [[e["loss"] for e in t.state.log_history if "loss" in e and e["step"] > 2] for t in (straight, resumed)]
     assert losses[0] == losses[1] and len(losses[0]) == 2
 
-    # Control: without the mask generator's state the resumed run draws other masks and diverges.
+    # Without the mask generator's state a resume would draw other masks: it is refused, naming the file.
     os.remove(checkpoint / "diffusion_rng_state_0.pth")
-    diverged = _trainable(run("diverged", str(checkpoint)))
-    assert any(not torch.equal(expected[n], p) for n, p in diverged.items())
+    with pytest.raises(IncompleteCheckpointError, match=r"diffusion_rng_state_0\.pth"):
+        run("refused", str(checkpoint))
+    # resume_from_checkpoint=True skips the incomplete checkpoint-2 for the newest complete one (checkpoint-4)
+    assert (tmp_path / "straight" / "out" / "checkpoint-4").is_dir()
+    again = _trainer(tmp_path / "straight", tiny_tokenizer, dataset=_dataset(8), max_steps=4, save_strategy="no")
+    again.train(resume_from_checkpoint=True)
+    assert again.state.global_step == 4
+
+
+def test_a_second_run_on_the_same_output_dir_is_refused(tmp_path, tiny_tokenizer):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(tmp_path / "busy" / "out")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputDirLockedError, match=rf"pid {holder.pid}"):
+            _trainer(tmp_path / "busy", tiny_tokenizer)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+_HOLD_LOCK = """
+import sys, time
+from diffusion_rl.output_lock import OutputDirLock
+OutputDirLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(60)
+"""
 
 
 def test_lora_trains_only_the_adapter_and_writes_a_card(tmp_path, tiny_tokenizer):
