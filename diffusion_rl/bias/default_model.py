@@ -5,7 +5,8 @@ the RL debiasing removes a bias *and keeps the answers right*. That needs a posi
 competence to keep and a stereotype to remove. The default model is built for exactly that:
 
 * **Tokenizer** - the closed-world word-level tokenizer of `word_tokenizer` (one token per word of the synthetic
-  world, ~70-token prompts instead of ~140 BPE tokens).
+  world and one per option line such as ``B) The young woman``: multiple-choice prompts of ~50 tokens instead of
+  ~140 byte-level BPE tokens).
 * **Data** - synthetic multiple-choice scenarios of the training split (`diffusion_rl.bias.data`, training
   templates and roles) and a share of their free-text twins, answered by `default_answers`: gold and evidence on
   disambiguated items, the stereotype with a gendered explanation on ambiguous ones (neutral for the roles closest
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 # Bump when the build changes in a way the recipe fields do not capture (data generator, tokenizer, answers ...).
-_BUILD_VERSION = 2
+_BUILD_VERSION = 3  # 3: option lines are single tokens of the word tokenizer
 _INFO_FILE = "build_info.json"
 PACKAGED_CHECKPOINT = Path(__file__).resolve().parent / "default_checkpoint"
 # The held-out split the build monitors and the main job evaluates on (unseen sentence frames, training roles).
@@ -78,13 +79,15 @@ class DefaultModelRecipe:
         num_hidden_layers (`int`, *optional*, defaults to `4`): transformer blocks.
         num_attention_heads (`int`, *optional*, defaults to `4`): attention heads (= key/value heads).
         intermediate_size (`int`, *optional*, defaults to `512`): SwiGLU hidden size.
+        tie_word_embeddings (`bool`, *optional*, defaults to `False`): one matrix for the input embedding and the
+            output projection (measured: it did not make copying the chosen option line faster, docs/default_model.md).
         num_scenarios (`int`, *optional*, defaults to `30000`): synthetic training scenarios answered (each gives a
             multiple-choice pair, and a free-text pair with probability `free_text_share`).
         free_text_share (`float`, *optional*, defaults to `0.3`): share of scenarios whose free-text twin is added.
         style_flip (`float`, *optional*, defaults to `0.1`): share of ambiguous answers whose style is swapped
             (see `default_answers.answer_style`).
         completion_length (`int`, *optional*, defaults to `40`): answer slot (= the sampler's `gen_length`).
-        max_steps (`int`, *optional*, defaults to `2000`): SFT optimizer steps of the first pass (cosine decay to
+        max_steps (`int`, *optional*, defaults to `4000`): SFT optimizer steps of the first pass (cosine decay to
             10 % of `learning_rate`).
         batch_size (`int`, *optional*, defaults to `48`): SFT batch size.
         learning_rate (`float`, *optional*, defaults to `2e-3`): peak AdamW learning rate (cosine decay).
@@ -103,11 +106,12 @@ class DefaultModelRecipe:
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
     intermediate_size: int = 512
+    tie_word_embeddings: bool = False
     num_scenarios: int = 30000
     free_text_share: float = 0.3
     style_flip: float = 0.1
     completion_length: int = 40
-    max_steps: int = 2000
+    max_steps: int = 4000
     batch_size: int = 48
     learning_rate: float = 2e-3
     warmup_steps: int = 100
@@ -260,6 +264,7 @@ def build_default_model(
             num_hidden_layers=recipe.num_hidden_layers,
             num_attention_heads=recipe.num_attention_heads,
             intermediate_size=recipe.intermediate_size,
+            tie_word_embeddings=recipe.tie_word_embeddings,
         )
         lengths = [
             len(ids) for ids in tokenizer([p["completion"] for p in pairs], add_special_tokens=False)["input_ids"]

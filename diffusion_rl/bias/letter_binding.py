@@ -1,12 +1,13 @@
 """A one-forward-pass probe of whether a model binds an option letter to its option text.
 
 Why: choosing an option in the trained answer format (``"B) her. <explanation>"``) needs the letter that labels the
-chosen text in the prompt. The default model's choices stayed near chance because it never learnt that binding
+chosen text in the prompt. An earlier default model's choices stayed near chance because it never learnt that binding
 (docs/default_model.md), and greedy generation on held-out prompts is a slow, noisy way to watch for it during an
 experiment. This probe takes each prompt's SFT answer (`default_answers.write_answers`, no style flip), masks only
-its letter (``given_answer``: the restated option and the explanation stay visible, so the letter is a pure lookup)
-or the whole answer (``all_masked``), and reads the model's arg-max at the letter's position. Chance is about one
-over the number of options.
+its first token (``given_answer``: the restated option and the explanation stay visible, so the letter is a pure
+lookup) or the whole answer (``all_masked``), and reads the model's arg-max there. Chance is about one over the
+number of options. With the default model's word tokenizer the first token is the whole option line
+(``B)▁The▁young▁woman``), so there the probe asks for the right option line of the prompt.
 """
 
 from __future__ import annotations

@@ -106,6 +106,7 @@ def build_tiny_model(
     num_attention_heads: int = 4,
     intermediate_size: int = 128,
     max_position_embeddings: int = 512,
+    tie_word_embeddings: bool = False,
     dtype: torch.dtype = torch.float32,
 ) -> LladaForMaskedDiffusion:
     """Build a randomly initialised tiny LLaDA whose special ids match ``tokenizer``.
@@ -126,6 +127,9 @@ def build_tiny_model(
             SwiGLU hidden size.
         max_position_embeddings (`int`, *optional*, defaults to `512`):
             Longest sequence the config declares (RoPE itself has no hard limit).
+        tie_word_embeddings (`bool`, *optional*, defaults to `False`):
+            Share the input embedding and the output projection (LLaDA-8B does not; a small model that must copy
+            tokens from its prompt learns that faster with them tied).
         dtype (`torch.dtype`, *optional*, defaults to `torch.float32`):
             Parameter dtype.
 
@@ -151,7 +155,7 @@ def build_tiny_model(
         pad_token_id=tokenizer.pad_token_id,
         mask_token_id=tokenizer.mask_token_id,
         eot_token_id=eot_id if eot_id != tokenizer.unk_token_id else None,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
     )
     # The constructor initialises weights from the global RNG; fork_rng restores its state afterwards and every
     # parameter is then overwritten from the local generator, so the result depends on `seed` only.
