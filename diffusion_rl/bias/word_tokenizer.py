@@ -2,9 +2,10 @@
 
 Why word level: the default model lives in the closed world of the synthetic generator (a few hundred distinct
 words). With the 2,048-entry byte-level BPE of `diffusion_rl.models.tiny` a multiple-choice prompt is ~140 tokens and
-a 7 M-parameter model trained for 500 steps still answered ``B)`` to nearly everything; with one token per word (and
-per punctuation mark) the same prompt is ~70 tokens, each token is a unit the model can attend to and copy (the
-chosen option, the role), and the vocabulary is ~900 entries, so the embeddings are a small part of the model.
+a 7 M-parameter model trained for 500 steps still answered ``B)`` to nearly everything; with one token per word, per
+punctuation mark and per option line the same prompt is ~50 tokens, each token is a unit the model can attend to and
+copy (the chosen option, the role), and the vocabulary is ~1,500 entries, so the embeddings are a small part of the
+model.
 
 How it works (a stock `tokenizers` pipeline, saved and loaded with `save_pretrained` / `AutoTokenizer`):
 
