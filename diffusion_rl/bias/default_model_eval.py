@@ -111,9 +111,10 @@ class LossLogCallback(TrainerCallback):
 class HeldOutCallback(TrainerCallback):
     """Generate on held-out prompts every `every` steps (and at the end) and log the summary (`held_out/<key>`).
 
-    Each evaluation also runs `letter_binding_probe` (one forward pass: is the letter of the SFT answer right with the
-    rest of the answer visible, `letter_given_answer`, and with all of it masked, `letter_all_masked`), the fast
-    signal of whether the model has learnt to bind a letter to its option.
+    Each evaluation also runs `letter_binding_probe` (one forward pass: is the first token of the SFT answer - its
+    letter, or with the default model's tokenizer its whole option line - right with the rest of the answer visible,
+    `letter_given_answer`, and with all of it masked, `letter_all_masked`), the fast signal of whether the model has
+    learnt to pick the option line of its own prompt.
 
     Args:
         tokenizer: the model's tokenizer.
