@@ -29,7 +29,7 @@ from transformers.utils import logging
 
 from .generator_state import generator_state_file
 
-__all__ = ["IncompleteCheckpointError", "checkpoint_problems", "resolve_resume_checkpoint"]
+__all__ = ["IncompleteCheckpointError", "checkpoint_problems", "checkpoint_to_resume", "resolve_resume_checkpoint"]
 
 logger = logging.get_logger(__name__)
 
@@ -277,3 +277,20 @@ def resolve_resume_checkpoint(resume_from_checkpoint: str | bool | None, args: A
     if skipped:
         logger.warning(f"Resuming from {chosen}, the newest complete checkpoint.")
     return chosen
+
+
+def checkpoint_to_resume(resume_from_checkpoint: str | bool | None, model, args, accelerator) -> str | None:
+    """What a trainer's `train(resume_from_checkpoint)` resumes from: [`resolve_resume_checkpoint`], and, when the
+    model is a PEFT model, the adapter in that checkpoint checked against it (`adapter_check.check_adapter_fits`).
+
+    Shared by `DiffusionReinforceTrainer.train` and `DiffusionSFTTrainer.train`.
+    """
+    from peft import PeftModel
+
+    from .adapter_check import check_adapter_fits
+
+    checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, args, accelerator)
+    unwrapped = accelerator.unwrap_model(model)
+    if checkpoint is not None and isinstance(unwrapped, PeftModel):
+        check_adapter_fits(unwrapped, checkpoint, unwrapped.active_adapter)
+    return checkpoint

@@ -27,13 +27,12 @@ from peft import PeftConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
 from transformers.utils import logging
 
-from .adapter_check import check_adapter_fits
 from .checks import check_lora_targets, check_mask_token
 from .data.chat import tokenize_prompts
 from .generator_state import load_generator_states, save_generator_states
 from .model_card import write_model_card
 from .output_lock import acquire_output_dir_lock
-from .resume import resolve_resume_checkpoint
+from .resume import checkpoint_to_resume
 from .sft import masked_diffusion_sft_loss, tokenize_sft_pairs
 from .sft_config import DiffusionSFTConfig
 
@@ -312,10 +311,7 @@ class DiffusionSFTTrainer(Trainer):
         naming the file, instead of resuming with fresh state; `True` picks the newest *complete* checkpoint and logs
         which newer ones it skipped. An adapter checkpoint must fit the model's adapter.
         """
-        checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args, self.accelerator)
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        if checkpoint is not None and isinstance(unwrapped, PeftModel):
-            check_adapter_fits(unwrapped, checkpoint, unwrapped.active_adapter)
+        checkpoint = checkpoint_to_resume(resume_from_checkpoint, self.model, self.args, self.accelerator)
         return super().train(checkpoint, *args, **kwargs)
 
     # ------------------------------------------------------------------ validation

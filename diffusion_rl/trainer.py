@@ -38,7 +38,6 @@ from peft import PeftConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
 from transformers.utils import logging
 
-from .adapter_check import check_adapter_fits
 from .batching import RepeatSampler, identity_collator
 from .checkpoint_mixin import CheckpointMixin
 from .checkpointing import SigtermCheckpointCallback, hub_upload_ignoring
@@ -50,7 +49,7 @@ from .model_card import TAGS, write_model_card
 from .objectives import clip_fraction, compute_advantages, policy_loss, reinforce_loss, truncated_completions
 from .output_lock import acquire_output_dir_lock
 from .preflight import check_before_wrapping
-from .resume import resolve_resume_checkpoint
+from .resume import checkpoint_to_resume
 from .rewards.base import RewardOutput, compute_rewards, reward_name
 from .rewards.kl import KLReward
 from .rollouts import RolloutMixin, check_generation_batch, seeded_generator
@@ -293,10 +292,7 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
         needs, or holds a truncated one, raises `IncompleteCheckpointError` naming the file; `True` picks the newest
         *complete* checkpoint and logs which newer ones it skipped and why. The adapter in it must fit the model.
         """
-        checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args, self.accelerator)
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        if checkpoint is not None and isinstance(unwrapped, PeftModel):
-            check_adapter_fits(unwrapped, checkpoint, unwrapped.active_adapter)
+        checkpoint = checkpoint_to_resume(resume_from_checkpoint, self.model, self.args, self.accelerator)
         self._buffered_inputs = None  # rollouts of an earlier `train()` call are stale
         with self._sigterm.installed():
             return super().train(checkpoint, *args, **kwargs)

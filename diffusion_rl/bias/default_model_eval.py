@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from .letter_binding import letter_binding_probe
+
 __all__ = [
     "HeldOutCallback",
     "LossLogCallback",
@@ -143,8 +145,6 @@ class HeldOutCallback(TrainerCallback):
     def _evaluate(self, state, model) -> None:
         started = time.perf_counter()
         texts, ended = generate_answers(model, self.tokenizer, self.rows, sampler_settings=self.sampler_settings)
-        from .letter_binding import letter_binding_probe
-
         probe = letter_binding_probe(
             model,
             self.tokenizer,
