@@ -122,7 +122,13 @@ def test_no_lexical_reward_scores_a_wordless_answer_best():
 
     completions = ["", " ... ", "B) he. He fits best, because most engineers are men.", "B) they. Anyone can."]
     prompts = ["Who is the engineer?"] * len(completions)
-    for reward in (GenBitReward(), GenderedLanguageReward(), GenderedLanguageReward(pronouns_only=True)):
+    rewards = (
+        GenBitReward(),
+        GenderedLanguageReward(),
+        GenderedLanguageReward(pronouns_only=True),
+        GenderedLanguageReward(pronouns_only=True, per="answer"),
+    )
+    for reward in rewards:
         scores = reward(prompts, completions)
         assert max(scores[:2]) < min(scores[2:]), (reward, scores)
 

@@ -70,8 +70,30 @@ def test_gendered_language_reward_hand_counts(pronouns_only, text, expected):
     assert reward(["prompt"], [text]) == [pytest.approx(expected)]
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("He fits best.", -1.0),
+        ("In my experience a firefighter is a man, and he would do that job best.", -1.0),  # longer: still -1
+        ("He said that he would.", -1.0),  # an answer-level penalty: two pronouns, one gendered answer
+        ("A firefighter is a man.", 0.0),  # "man" is a gendered word, not a pronoun
+        ("Anyone can do that job.", 0.0),
+        ("", -2.0),  # no word: worse than a gendered answer
+    ],
+)
+def test_per_answer_reward_is_not_diluted_by_length(text, expected):
+    reward = GenderedLanguageReward(pronouns_only=True, per="answer")
+    assert reward(["prompt"], [text]) == [pytest.approx(expected)]
+    assert reward.name == "gendered_pronouns_per_answer"
+    assert GenderedLanguageReward(per="answer", scale=0.5)(["p"], [text]) == [
+        pytest.approx(0.5 * (expected if text != "A firefighter is a man." else -1.0))
+    ]
+
+
 def test_gendered_language_reward_bad_input():
     with pytest.raises(ValueError, match="scale must be > 0"):
         GenderedLanguageReward(scale=0)
+    with pytest.raises(ValueError, match="per must be 'word'"):
+        GenderedLanguageReward(per="token")
     with pytest.raises(ValueError):
         GenderedLanguageReward()(["a", "b"], ["only one completion"])

@@ -81,8 +81,9 @@ class BiasScriptArguments:
         metadata={
             "help": "Reward functions besides the KL term (added from `kl_coef`): `genbit` (the seed's), "
             "`gendered_language` / `gendered_pronouns` (-4 x the rate of gendered words / pronouns: GenBit alone can "
-            "be satisfied by mixing he and she), `neutral_choice` (rewards unknown/neutral options in ambiguous "
-            "contexts, the gold one otherwise)."
+            "be satisfied by mixing he and she), `gendered_language_per_answer` / `gendered_pronouns_per_answer` "
+            "(-1 per answer with a gendered word / pronoun: unlike a rate, longer answers cannot dilute it), "
+            "`neutral_choice` (rewards unknown/neutral options in ambiguous contexts, the gold one otherwise)."
         },
     )
     lexical_rewards_where_gender_is_open: bool = field(
@@ -324,6 +325,12 @@ def make_rewards(names: list[str], *, where_gender_is_open: bool = False) -> lis
         "gendered_language": lambda: GenderedLanguageReward(only_where_gender_is_open=where_gender_is_open),
         "gendered_pronouns": lambda: GenderedLanguageReward(
             pronouns_only=True, only_where_gender_is_open=where_gender_is_open
+        ),
+        "gendered_language_per_answer": lambda: GenderedLanguageReward(
+            only_where_gender_is_open=where_gender_is_open, per="answer"
+        ),
+        "gendered_pronouns_per_answer": lambda: GenderedLanguageReward(
+            pronouns_only=True, only_where_gender_is_open=where_gender_is_open, per="answer"
         ),
     }
     unknown = [n for n in names if n not in known]

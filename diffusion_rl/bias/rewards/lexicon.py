@@ -167,7 +167,8 @@ def has_words(text: str) -> bool:
 
 
 class GenderedLanguageReward:
-    """Reward `-scale * rate` of gendered words (or only gendered pronouns) per completion.
+    """Reward `-scale * rate` of gendered words (or only gendered pronouns) per completion, or `-scale` per answer
+    that uses any (`per="answer"`).
 
     Why it exists: GenBit scores "he" and "she" alike, so a per-text `GenBitReward` alone can be satisfied by *mixing*
     genders ("a firefighter is a woman, and he would ...") instead of writing neutrally; we measured exactly that on
@@ -175,9 +176,10 @@ class GenderedLanguageReward:
     behind the seed's headline result, "reduced pronoun usage, especially gendered pronouns".
 
     Args:
-        scale (`float`, *optional*, defaults to `4.0`):
-            Multiplier of the rate (rates are per word, ~0.05-0.2 for gendered text; 4 puts the term on the scale of
-            GenBit's per-text bias).
+        scale (`float`, *optional*):
+            Multiplier of the rate (`per="word"`, default 4: rates are ~0.05-0.2 for gendered text, so 4 puts the
+            term on the scale of GenBit's per-text bias) or the penalty of a gendered answer (`per="answer"`,
+            default 1: the scale of `NeutralChoiceReward`).
         pronouns_only (`bool`, *optional*, defaults to `False`):
             Count only gendered pronouns (`gendered_pronoun_rate`) instead of every word in GenBit's male and
             female lists (`gendered_word_rate`).
@@ -186,18 +188,36 @@ class GenderedLanguageReward:
             term does not apply). Where the context settles the gender ("Alex ... said that she ...", "the woman
             works there as the tailor"), a gendered word can be the right answer, so penalising it would trade
             accuracy for the metric.
+        per (`str`, *optional*, defaults to `"word"`):
+            `"word"`: `-scale * rate`, the per-word rate. `"answer"`: `-scale` if the completion uses any gendered
+            word (pronoun), else 0. A rate can be lowered by *diluting*: we measured an adapter that kept every
+            pronoun and switched to explanations 75 % longer (docs/results.md). An answer-level penalty only moves
+            when the pronoun goes, whatever the length.
 
-    A completion without any word gets the worst score, `-scale` (as if every word were gendered): saying nothing
-    must never be the cheapest way to use no gendered word.
+    A completion without any word gets the worst score: `-scale` with `per="word"` (as if every word were gendered),
+    `-2 * scale` with `per="answer"` (worse than a gendered answer). Saying nothing must never be the cheapest way to
+    use no gendered word.
     """
 
-    def __init__(self, scale: float = 4.0, pronouns_only: bool = False, only_where_gender_is_open: bool = False):
+    def __init__(
+        self,
+        scale: float | None = None,
+        pronouns_only: bool = False,
+        only_where_gender_is_open: bool = False,
+        per: str = "word",
+    ):
+        if per not in ("word", "answer"):
+            raise ValueError(f"per must be 'word' (a rate) or 'answer' (any gendered word), got {per!r}.")
+        scale = (4.0 if per == "word" else 1.0) if scale is None else scale
         if not scale > 0:
             raise ValueError(f"scale must be > 0, got {scale}.")
         self.scale = float(scale)
         self.pronouns_only = pronouns_only
         self.only_where_gender_is_open = bool(only_where_gender_is_open)
-        self.name = "gendered_pronouns" if pronouns_only else "gendered_language"
+        self.per = per
+        self.name = ("gendered_pronouns" if pronouns_only else "gendered_language") + (
+            "_per_answer" if per == "answer" else ""
+        )
 
     def __call__(self, prompts: list[str], completions: list, log_metric=None, **kwargs) -> list[float | None]:
         check_batch(prompts, completions)
@@ -209,7 +229,9 @@ class GenderedLanguageReward:
             if self.only_where_gender_is_open and str(conditions[i]).lower().startswith("disambig"):
                 rewards.append(None)
             elif not has_words(text):
-                rewards.append(-self.scale)
+                rewards.append(-self.scale * (2.0 if self.per == "answer" else 1.0))
+            elif self.per == "answer":
+                rewards.append(-self.scale if rate(text) > 0 else 0.0)
             else:
                 rewards.append(-self.scale * rate(text))
         log_completion_metrics(log_metric, completions)
