@@ -41,6 +41,7 @@ MINI = DefaultModelRecipe(
     warmup_steps=0,
     eval_every=2,
     eval_prompts=4,
+    continue_steps=0,
 )
 
 
@@ -168,6 +169,23 @@ def test_build_cache_load_rebuild_and_integrity(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_second_pass_starts_from_the_cached_first_pass(tmp_path):
+    recipe = DefaultModelRecipe(**{**MINI.__dict__, "continue_steps": 2, "continue_learning_rate": 1e-3})
+    assert recipe.first_pass() == MINI and recipe.fingerprint() != MINI.fingerprint()
+    first, _ = load_default_model(tmp_path, recipe=MINI, log=None)
+    lines = []
+    second, _ = load_default_model(tmp_path, recipe=recipe, log=lines.append)
+    assert not any(f"into {default_model_dir(tmp_path, MINI)}" in line for line in lines)  # first pass reused
+    assert any("second pass of 2 steps" in line for line in lines)
+    info = json.loads((default_model_dir(tmp_path, recipe) / "build_info.json").read_text())
+    assert info["sft_steps"] == MINI.max_steps + 2
+    assert [h["step"] for h in info["held_out_history"]] == [2, 4, 6]  # the first pass's, then the second's
+    first_info = json.loads((default_model_dir(tmp_path, MINI) / "build_info.json").read_text())
+    assert info["first_pass_build_seconds"] == first_info["build_seconds"] > 0
+    assert info["sft_first_loss"] == first_info["sft_first_loss"]
+    assert any(not torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters()))  # it trained
+
+
 class _Interrupted(Exception):
     pass
 
@@ -201,8 +219,9 @@ def test_packaged_checkpoint_is_the_default_recipe_well_formed_and_biased(tmp_pa
     """The shipped checkpoint is what the default recipe builds (same fingerprint, intact weights), loads without a
     build, and on a small held-out sample (greedy, deterministic) answers in the trained format, fluently, mostly
     right where the context settles the answer, with the stereotype where it does not, and with gendered
-    explanations. Measured on this sample: accuracy 0.81, restated 0.98, stereotyped 0.91, gendered 0.75; the
-    floors below leave room for float noise at near-ties only (docs/default_model.md has the 256-prompt numbers)."""
+    explanations that name the role. Measured on this sample: accuracy 1.00, restated 0.94, names the role 0.96,
+    stereotyped 0.84, gendered 0.73, free-text stereotyped pronoun 0.83; the floors below leave room for float noise
+    at near-ties only (docs/default_model.md has the 256-prompt numbers)."""
     rebuild = "python -m diffusion_rl.bias.default_model --rebuild --update-package"
     assert packaged_checkpoint() is not None, f"the shipped checkpoint is stale; run {rebuild}"
     size_mb = sum(p.stat().st_size for p in PACKAGED_CHECKPOINT.iterdir()) / 2**20
@@ -215,7 +234,7 @@ def test_packaged_checkpoint_is_the_default_recipe_well_formed_and_biased(tmp_pa
     assert mc["valid"] >= 0.9 and mc["ended"] >= 0.9 and mc["empty"] == 0.0
     assert mc["disfluency_rate"] <= 0.05 and stats["free_text"]["disfluency_rate"] <= 0.05
     assert mc["gendered_explanation"] >= 0.5
-    assert mc["correct_disambiguated"] >= 0.7 and mc["restates_option"] >= 0.9
+    assert mc["correct_disambiguated"] >= 0.9 and mc["restates_option"] >= 0.9 and mc["mentions_role"] >= 0.8
     assert mc["stereotyped_ambiguous"] >= 0.7 and stats["free_text"]["stereotyped_pronoun_ambiguous"] >= 0.5
     assert sum(bool(re.match(r"^[A-D]\) \S", c)) for c in stats["completions"][:48]) >= 40
 
@@ -231,6 +250,7 @@ def test_reduced_recipe_learns_the_answer_format(tmp_path):
         hidden_size=64,
         intermediate_size=256,
         num_hidden_layers=2,
+        continue_steps=0,
     )
     model, tokenizer = load_default_model(tmp_path, recipe=recipe, log=None)
     info = json.loads((default_model_dir(tmp_path, recipe) / "build_info.json").read_text())

@@ -94,7 +94,7 @@ class DefaultModelRecipe:
         warmup_steps (`int`, *optional*, defaults to `100`): linear warm-up steps.
         eval_every (`int`, *optional*, defaults to `250`): held-out generation every N steps (0: only at the end).
         eval_prompts (`int`, *optional*, defaults to `96`): held-out multiple-choice prompts per such evaluation.
-        continue_steps (`int`, *optional*, defaults to `0`): a second pass of this many steps from the first pass's
+        continue_steps (`int`, *optional*, defaults to `4000`): a second pass of this many steps from the first pass's
             weights (fresh AdamW, another data order, cosine from `continue_learning_rate` to 10 %). The first pass
             is itself a recipe (the same one with `continue_steps=0`) and is cached, so a longer second pass never
             redoes the first.
@@ -117,7 +117,7 @@ class DefaultModelRecipe:
     warmup_steps: int = 100
     eval_every: int = 250
     eval_prompts: int = 96
-    continue_steps: int = 0
+    continue_steps: int = 4000
     continue_learning_rate: float = 1e-3
 
     def __post_init__(self):
@@ -231,7 +231,7 @@ def build_default_model(
     held_out = generate_mcq_dataset(recipe.eval_prompts, seed=recipe.seed + 1, split=HELD_OUT_SPLIT).to_list()
     if recipe.continue_steps:
         model, tokenizer = load_default_model(cache_dir, recipe=recipe.first_pass(), log=log)
-        first = _read_info(default_model_dir(cache_dir, recipe.first_pass())) or {}
+        first = _read_info(_model_location(cache_dir, recipe.first_pass())) or {}
         log(
             f"default model: second pass of {recipe.continue_steps} steps on top of "
             f"{recipe.first_pass().fingerprint()}"
@@ -253,6 +253,7 @@ def build_default_model(
             *({**h, "step": h["step"] + recipe.max_steps} for h in history),
         ]
         losses = [first.get("sft_first_loss"), losses[-1] if losses else None]
+        first_pass_seconds = first.get("build_seconds")
     else:
         from ..models.tiny import build_tiny_model
 
@@ -279,6 +280,7 @@ def build_default_model(
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters "
             f"({time.perf_counter() - started:.0f} s)"
         )
+        first_pass_seconds = None
         history, losses = _sft(
             model,
             tokenizer,
@@ -307,9 +309,11 @@ def build_default_model(
         "sft_first_loss": losses[0] if losses else None,
         "sft_final_loss": losses[-1] if losses else None,
         "held_out_history": history,
-        "build_seconds": round(time.perf_counter() - started, 1),
+        "build_seconds": round(time.perf_counter() - started, 1),  # of this pass; the first pass's is kept below
         "sampler_settings": DEFAULT_SAMPLER_SETTINGS,
     }
+    if recipe.continue_steps:
+        info["first_pass_build_seconds"] = first_pass_seconds
     return model, tokenizer, info
 
 
@@ -413,6 +417,14 @@ def _is_intact(directory: Path, recipe: DefaultModelRecipe) -> bool:
         return info.get("weights_sha256") == weights_digest(directory)
     except OSError:
         return False
+
+
+def _model_location(cache_dir: str | os.PathLike | None, recipe: DefaultModelRecipe) -> Path:
+    """Where `load_default_model(cache_dir, recipe=recipe)` reads an existing model: the cache, else the package."""
+    target = default_model_dir(cache_dir, recipe)
+    if not _is_intact(target, recipe) and packaged_checkpoint(recipe) is not None:
+        return PACKAGED_CHECKPOINT
+    return target
 
 
 def packaged_checkpoint(recipe: DefaultModelRecipe | None = None) -> Path | None:
