@@ -20,7 +20,7 @@ that many optimizer steps):
     max_steps(size)  = ceil(epochs * size / prompts_per_step)
 
 all read from the parsed recipe (`paper.yaml`: 4 * 2 * 1 / (1 * 1) = 8 prompts a step; `tiny_cpu.yaml` as of
-writing: 8 * 1 * 1 / (4 * 1) = 2).
+writing: 32 * 1 * 1 / (4 * 1) = 8).
 
 CPU overrides. `paper.yaml` (the seed's recipe: GenBit + KL in the reward, no baseline) is written for LLaDA-8B on
 GPUs. Run on the embedded default model (no `--model_name_or_path`), `--cpu_overrides auto` changes only what the
