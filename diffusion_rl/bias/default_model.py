@@ -231,7 +231,7 @@ def build_default_model(
     held_out = generate_mcq_dataset(recipe.eval_prompts, seed=recipe.seed + 1, split=HELD_OUT_SPLIT).to_list()
     if recipe.continue_steps:
         model, tokenizer = load_default_model(cache_dir, recipe=recipe.first_pass(), log=log)
-        first = _read_info(_model_location(cache_dir, recipe.first_pass())) or {}
+        first = _read_info(_existing_model(cache_dir, recipe.first_pass())) or {}
         log(
             f"default model: second pass of {recipe.continue_steps} steps on top of "
             f"{recipe.first_pass().fingerprint()}"
@@ -419,12 +419,10 @@ def _is_intact(directory: Path, recipe: DefaultModelRecipe) -> bool:
         return False
 
 
-def _model_location(cache_dir: str | os.PathLike | None, recipe: DefaultModelRecipe) -> Path:
-    """Where `load_default_model(cache_dir, recipe=recipe)` reads an existing model: the cache, else the package."""
+def _existing_model(cache_dir: str | os.PathLike | None, recipe: DefaultModelRecipe) -> Path | None:
+    """The intact model `recipe` built: its cache under `cache_dir`, else the packaged checkpoint, else `None`."""
     target = default_model_dir(cache_dir, recipe)
-    if not _is_intact(target, recipe) and packaged_checkpoint(recipe) is not None:
-        return PACKAGED_CHECKPOINT
-    return target
+    return target if _is_intact(target, recipe) else packaged_checkpoint(recipe)
 
 
 def packaged_checkpoint(recipe: DefaultModelRecipe | None = None) -> Path | None:
@@ -464,13 +462,10 @@ def load_default_model(
     from ..models.llada import LladaForMaskedDiffusion
 
     recipe = recipe or DefaultModelRecipe()
-    target = default_model_dir(cache_dir, recipe)
-    if not rebuild and not _is_intact(target, recipe):
-        if packaged_checkpoint(recipe) is not None:
-            target = PACKAGED_CHECKPOINT  # built by this recipe and shipped with the package: no build needed
-        else:
-            rebuild = True
-    if rebuild:
+    # an intact cache, else the checkpoint shipped with the package (built by this recipe): no build needed
+    target = None if rebuild else _existing_model(cache_dir, recipe)
+    if target is None:
+        target = default_model_dir(cache_dir, recipe)
         if log:
             log(f"building the default model into {target} (first use; cached afterwards)")
         model, tokenizer, info = build_default_model(recipe, log=log, cache_dir=cache_dir)
@@ -510,9 +505,7 @@ def main(argv: list[str] | None = None) -> None:
     args.rebuild = args.rebuild or args.update_package  # refreshing the shipped checkpoint means building it anew
     started = time.perf_counter()
     model, tokenizer = load_default_model(args.cache_dir, rebuild=args.rebuild)
-    target = default_model_dir(args.cache_dir)
-    if not (target / _INFO_FILE).is_file():
-        target = PACKAGED_CHECKPOINT
+    target = _existing_model(args.cache_dir, DefaultModelRecipe())
     print(f"model ready in {time.perf_counter() - started:.1f}s at {target}")
     info = _read_info(target) or {}
     print(json.dumps({k: v for k, v in info.items() if k != "held_out_history"}, indent=2))
