@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from distributed_train import gathered_parameters  # noqa: E402  (tests/ is the script's directory)
+from launched_script_exit import exit_after_all_processes_finished  # noqa: E402
 from peft import LoraConfig  # noqa: E402
 
 from diffusion_rl.models.tiny import build_tiny_model, build_tiny_tokenizer  # noqa: E402
@@ -72,6 +73,7 @@ def main(output_dir: str) -> None:
         },
         os.path.join(output_dir, f"rank{rank}.pt"),
     )
+    exit_after_all_processes_finished(trainer.accelerator)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
+from launched_script_exit import exit_after_all_processes_finished  # noqa: E402
 from peft import LoraConfig  # noqa: E402
 
 from diffusion_rl.config import DiffusionReinforceConfig  # noqa: E402
@@ -81,6 +82,7 @@ def main(output_dir: str, overrides: dict) -> None:
          "scored": SCORED},
         os.path.join(output_dir, f"rank{rank}.pt"),
     )
+    exit_after_all_processes_finished(trainer.accelerator)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
+from launched_script_exit import exit_after_all_processes_finished  # noqa: E402
 from peft import LoraConfig  # noqa: E402
 
 from diffusion_rl.config import DiffusionReinforceConfig  # noqa: E402
@@ -61,11 +62,7 @@ def main(base: str, layout: str, save_on_each_node: bool) -> None:
     )
     trainer.train()
     assert trainer.state.global_step == 2
-    # Tear the gloo group down before the interpreter exits: left to interpreter shutdown, its threads can abort the
-    # process ("terminate called without an active exception", SIGABRT) after a successful run (seen once in CI).
-    trainer.accelerator.wait_for_everyone()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    exit_after_all_processes_finished(trainer.accelerator)
 
 
 if __name__ == "__main__":
