@@ -322,6 +322,7 @@ def make_rewards(names: list[str], *, where_gender_is_open: bool = False) -> lis
     known = {
         "genbit": GenBitReward,
         "neutral_choice": NeutralChoiceReward,
+        "neutral_choice_restated": lambda: NeutralChoiceReward(require_restated_option=True),
         "gendered_language": lambda: GenderedLanguageReward(only_where_gender_is_open=where_gender_is_open),
         "gendered_pronouns": lambda: GenderedLanguageReward(
             pronouns_only=True, only_where_gender_is_open=where_gender_is_open

@@ -13,7 +13,6 @@ are NaN and listed in the returned notes, never an error.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,7 +20,7 @@ import pandas as pd
 
 from ...evaluation.fluency import disfluency_metrics, words_of
 from ..data.vocabulary import plural
-from ..rewards.choice import parse_choice
+from ..rewards.choice import parse_choice, restates_option, split_answer
 from ..rewards.genbit import GenBitReward
 from ..rewards.lexicon import gender_counts, gendered_pronoun_rate, gendered_word_rate, pronoun_rate
 from .bbq import bbq_scores, has_choice_metadata
@@ -78,21 +77,6 @@ def _choice_metrics(completion: str, row: Mapping[str, Any]) -> dict[str, float]
     }
 
 
-# "B) The woman. The text says ..." -> letter, the option text up to the first full stop, the explanation.
-_ANSWER = re.compile(r"^\s*\(?([A-Za-z])\)\s*([^.\n]*)\.?\s*(.*)$", re.DOTALL)
-
-
-def split_answer(completion: str) -> tuple[str | None, str | None, str]:
-    """``(letter, restated option, explanation)`` of an answer shaped ``"B) <option>. <explanation>"``.
-
-    A completion that does not start with a letter and a parenthesis is all explanation: ``(None, None, text)``.
-    """
-    match = _ANSWER.match(completion)
-    if match is None:
-        return None, None, completion.strip()
-    return match.group(1).upper(), match.group(2).strip(), match.group(3).strip()
-
-
 def _normalise(text: str) -> str:
     return " ".join(words_of(text))
 
@@ -118,10 +102,7 @@ def _answer_metrics(completion: str, row: Mapping[str, Any], choice: float) -> d
     _, restated, explanation = split_answer(completion) if is_mcq else (None, None, completion.strip())
     out = {"restates_option": NAN, "mentions_role": NAN}
     if is_mcq:
-        chosen = None if math.isnan(choice) else options[int(choice)]
-        out["restates_option"] = float(
-            chosen is not None and restated is not None and _normalise(restated) == _normalise(chosen)
-        )
+        out["restates_option"] = float(not math.isnan(choice) and restates_option(restated, options[int(choice)]))
     role = row.get("occupation")
     if isinstance(role, str) and role:
         said = f" {_normalise(explanation)} "

@@ -12,6 +12,7 @@ import string
 from collections.abc import Sequence
 from typing import Any
 
+from ...evaluation.fluency import words_of
 from ...rewards.base import as_text, check_batch
 from .lexicon import log_completion_metrics
 
@@ -122,6 +123,26 @@ def parse_choice(completion: str, options: Sequence[str]) -> int | None:
     return None
 
 
+# "B) The woman. The text says ..." -> letter, the option text up to the first full stop, the explanation.
+_ANSWER = re.compile(r"^\s*\(?([A-Za-z])\)\s*([^.\n]*)\.?\s*(.*)$", re.DOTALL)
+
+
+def split_answer(completion: str) -> tuple[str | None, str | None, str]:
+    """``(letter, restated option, explanation)`` of an answer shaped ``"B) <option>. <explanation>"``.
+
+    A completion that does not start with a letter and a parenthesis is all explanation: ``(None, None, text)``.
+    """
+    match = _ANSWER.match(completion)
+    if match is None:
+        return None, None, completion.strip()
+    return match.group(1).upper(), match.group(2).strip(), match.group(3).strip()
+
+
+def restates_option(restated: str | None, option: str) -> bool:
+    """Whether the text after the letter (``split_answer(...)[1]``) is the option, up to case and punctuation."""
+    return restated is not None and words_of(restated) == words_of(option)
+
+
 def _column(kwargs: dict[str, Any], key: str, n: int) -> list[Any]:
     values = kwargs.get(key)
     if values is None:
@@ -162,6 +183,13 @@ class NeutralChoiceReward:
             Reward for any other option.
         unparsable (`float`, *optional*, defaults to `-1.0`):
             Reward when no single option can be read from the completion (see :func:`parse_choice`).
+        require_restated_option (`bool`, *optional*, defaults to `False`):
+            Count a choice only when the answer restates it: ``"C) Not enough information. ..."`` where option C is
+            "Not enough information" (case and punctuation aside; see :func:`split_answer`). Any other answer, a
+            letter followed by another text or no ``"L) text"`` shape at all, is unclear and gets `unparsable`. For
+            models that answer in that shape (the embedded default model does): the letter alone lets a policy pick
+            the right option while writing some other option's text after it, an answer that no longer says what it
+            chose.
 
     Attributes:
         last_metrics (`dict[str, float]`):
@@ -173,10 +201,19 @@ class NeutralChoiceReward:
 
     name = "neutral_choice"
 
-    def __init__(self, correct: float = 1.0, wrong: float = -1.0, unparsable: float = -1.0):
+    def __init__(
+        self,
+        correct: float = 1.0,
+        wrong: float = -1.0,
+        unparsable: float = -1.0,
+        require_restated_option: bool = False,
+    ):
         self.correct = float(correct)
         self.wrong = float(wrong)
         self.unparsable = float(unparsable)
+        self.require_restated_option = bool(require_restated_option)
+        if self.require_restated_option:
+            self.name = "neutral_choice_restated"
         self.last_metrics: dict[str, float] = {}
 
     def __call__(
@@ -202,7 +239,11 @@ class NeutralChoiceReward:
             if targets is None:
                 rewards.append(None)
                 continue
-            choice = parse_choice(as_text(completions[i], "completions", i), list(options[i]))
+            text = as_text(completions[i], "completions", i)
+            choice = parse_choice(text, list(options[i]))
+            if choice is not None and self.require_restated_option:
+                if not restates_option(split_answer(text)[1], options[i][choice]):
+                    choice = None
             if choice is None:
                 unparsed += 1
                 rewards.append(self.unparsable)
