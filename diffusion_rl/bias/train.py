@@ -83,7 +83,8 @@ class BiasScriptArguments:
             "`gendered_language` / `gendered_pronouns` (-4 x the rate of gendered words / pronouns: GenBit alone can "
             "be satisfied by mixing he and she), `gendered_language_per_answer` / `gendered_pronouns_per_answer` "
             "(-1 per answer with a gendered word / pronoun: unlike a rate, longer answers cannot dilute it), "
-            "`neutral_choice` (rewards unknown/neutral options in ambiguous contexts, the gold one otherwise)."
+            "`neutral_choice` (rewards unknown/neutral options in ambiguous contexts, the gold one otherwise), "
+            "`neutral_choice_restated` (the same, counting a choice only when the text after its letter restates it)."
         },
     )
     lexical_rewards_where_gender_is_open: bool = field(
