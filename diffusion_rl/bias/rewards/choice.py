@@ -241,9 +241,8 @@ class NeutralChoiceReward:
                 continue
             text = as_text(completions[i], "completions", i)
             choice = parse_choice(text, list(options[i]))
-            if choice is not None and self.require_restated_option:
-                if not restates_option(split_answer(text)[1], options[i][choice]):
-                    choice = None
+            if self.require_restated_option and choice is not None:
+                choice = choice if restates_option(split_answer(text)[1], options[i][choice]) else None
             if choice is None:
                 unparsed += 1
                 rewards.append(self.unparsable)
