@@ -185,6 +185,15 @@ def _job(ctx, argv: list[str]):
     return train_bias.main(argv)
 
 
+def _without_gpu(ctx, argv: list[str]):
+    """The main job on a machine that has no GPU (skipped where one is visible: there bf16 is valid)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: bf16 is valid here")
+    return _job(ctx, argv)
+
+
 def _cli(ctx, argv: list[str]):
     from diffusion_rl.bias import cli
     from diffusion_rl.bias import train as train_bias
@@ -1087,6 +1096,30 @@ CASES: list[Case] = [
         "`--rewards` names a reward the main job does not know.",
         "Use `genbit` and/or `neutral_choice` (the KL term comes from `--kl_coef`).",
         lambda ctx: _job(ctx, ["--rewards", "bogus", "--output_dir", str(ctx.tmp_path / "out")]),
+    ),
+    Case(
+        "job-model-path-missing",
+        "job/CLI",
+        _error("diffusion_rl.models.llada", "CheckpointNotFoundError"),
+        r"No checkpoint directory at '.*/no_such_model'; pass the folder of a downloaded LLaDA checkpoint",
+        "`--model_name_or_path` is a local path that does not exist: reported before the recipe is read (the "
+        "recipe's own checks, such as bf16 without a GPU, used to hide it).",
+        "Pass the folder of a downloaded checkpoint, or drop `--model_name_or_path` for the embedded default model.",
+        lambda ctx: _job(
+            ctx, ["--model_name_or_path", str(ctx.tmp_path / "no_such_model"), "--output_dir", str(ctx.tmp_path)]
+        ),
+    ),
+    Case(
+        "job-bf16-without-gpu",
+        "job/CLI",
+        ValueError,
+        r"bf16 is on \(the recipe sets it: paper\.yaml.*no GPU is visible here\. On a CPU pass --bf16 false",
+        "The recipe asks for bf16 (`paper.yaml`, the default with `--model_name_or_path`) on a machine without a "
+        "GPU (transformers' own message named neither the recipe nor the way out).",
+        "Pass `--bf16 false` (float32), or drop `--model_name_or_path` for the embedded default model on a CPU.",
+        lambda ctx: _without_gpu(
+            ctx, ["--model_name_or_path", "GSAI-ML/LLaDA-8B-Instruct", "--output_dir", str(ctx.tmp_path / "out")]
+        ),
     ),
     Case(
         "cli-train-output-dir-not-writable",

@@ -186,7 +186,22 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None):
             argv[index + 1] = str(packaged)
     else:
         argv = ["--config", str(default_recipe(argv)), *argv]
-    script_args, training_args, model_args = make_parser(prog).parse_args_and_config(argv)
+    model_path = _flag_value(argv, "--model_name_or_path")
+    if model_path is not None:  # a mistyped local path, reported as such before the recipe's other checks
+        from ..models.llada import check_local_checkpoint
+
+        check_local_checkpoint(model_path)
+    try:
+        script_args, training_args, model_args = make_parser(prog).parse_args_and_config(argv)
+    except ValueError as error:
+        if "bf16/gpu" not in str(error):
+            raise
+        # transformers' own message ("Your setup doesn't support bf16/gpu") names neither the recipe nor the way out.
+        raise ValueError(
+            "bf16 is on (the recipe sets it: paper.yaml, the default recipe with --model_name_or_path, does) but no "
+            "GPU is visible here. On a CPU pass --bf16 false (float32: LLaDA-8B then needs about 32 GB of RAM and "
+            "trains very slowly), or drop --model_name_or_path to train the embedded default model (tiny_cpu.yaml)."
+        ) from error
     # The job trains a LoRA adapter: `trl.ModelConfig.use_peft` defaults to False, so a user's recipe that does not
     # mention it would otherwise be refused; only an explicit `use_peft: false` / `--use_peft false` is an error.
     config_file = argv[argv.index("--config") + 1]
@@ -201,6 +216,17 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None):
 
 def _given(argv: list[str], flag: str) -> bool:
     return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    """The value of the last `flag VALUE` / `flag=VALUE` in `argv` (argparse keeps the last), or `None`."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
 
 
 def scale_evaluation(argv: list[str], script_args, training_args, recipe: dict) -> None:

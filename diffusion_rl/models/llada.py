@@ -127,6 +127,28 @@ class LladaForMaskedDiffusion(LlamaForCausalLM):
         return result
 
 
+def check_local_checkpoint(name_or_path: str | os.PathLike) -> Path | None:
+    """The checkpoint directory that `name_or_path` names, or `None` for a Hub id; no file is read but the listing.
+
+    A path is local when it is absolute, starts with `.` or `~`, or exists. Callers that parse a command line run
+    this before anything else, so that a mistyped path is reported as such (and not as a later, unrelated error).
+
+    Raises:
+        CheckpointNotFoundError: the local path is not a directory, or has no `config.json`.
+    """
+    path = Path(name_or_path).expanduser()
+    if not (path.is_absolute() or str(name_or_path).startswith((".", "~")) or path.exists()):
+        return None
+    if not path.is_dir():
+        raise CheckpointNotFoundError(
+            f"No checkpoint directory at {str(path)!r}; pass the folder of a downloaded LLaDA checkpoint (e.g. "
+            "`hf download GSAI-ML/LLaDA-8B-Instruct --local-dir ./llada`)."
+        )
+    if not (path / "config.json").is_file():
+        raise CheckpointNotFoundError(f"{str(path)!r} has no config.json; is it a LLaDA checkpoint directory?")
+    return path
+
+
 def load_llada(name_or_path: str | os.PathLike, **from_pretrained_kwargs: Any) -> LladaForMaskedDiffusion:
     """Load a LLaDA checkpoint (official or native layout, local directory or Hub id) without remote code.
 
@@ -145,13 +167,8 @@ def load_llada(name_or_path: str | os.PathLike, **from_pretrained_kwargs: Any) -
     """
     if from_pretrained_kwargs.pop("trust_remote_code", False):
         raise ValueError("load_llada never runs remote code; drop trust_remote_code (the native model is used).")
-    path = Path(name_or_path).expanduser()
-    looks_local = path.is_absolute() or str(name_or_path).startswith((".", "~")) or path.exists()
-    if looks_local:
-        if not path.is_dir():
-            raise CheckpointNotFoundError(f"No checkpoint directory at {str(path)!r}.")
-        if not (path / "config.json").is_file():
-            raise CheckpointNotFoundError(f"{str(path)!r} has no config.json; is it a LLaDA checkpoint directory?")
+    path = check_local_checkpoint(name_or_path)
+    if path is not None:
         return LladaForMaskedDiffusion.from_pretrained(path, **from_pretrained_kwargs)
     try:
         return LladaForMaskedDiffusion.from_pretrained(str(name_or_path), **from_pretrained_kwargs)
