@@ -1122,6 +1122,16 @@ CASES: list[Case] = [
         ),
     ),
     Case(
+        "job-negative-eval-size",
+        "job/CLI",
+        ValueError,
+        r"eval_size must be an integer >= 0, got -3\. Use 0 to leave that evaluation out",
+        "`--eval_size` (or `--eval_free_text_size`, `--eval_unseen_roles_size`) is negative: it used to evaluate "
+        "nothing without a word.",
+        "Pass a size >= 0 (0 leaves that evaluation out; `--skip_eval true` skips them all).",
+        lambda ctx: _job(ctx, ["--eval_size", "-3", "--output_dir", str(ctx.tmp_path / "out")]),
+    ),
+    Case(
         "cli-train-output-dir-not-writable",
         "job/CLI",
         PermissionError,

@@ -121,6 +121,15 @@ class BiasScriptArguments:
         default=None, metadata={"help": "Cache root of the embedded default model (defaults to $HF_HOME)."}
     )
 
+    def __post_init__(self):
+        from ..validation import check_int
+
+        # Checked when parsed, before anything loads: a negative size used to evaluate nothing without a word.
+        for name in SCALED_EVAL_FIELDS:
+            check_int(name, getattr(self, name), minimum=0, hint="Use 0 to leave that evaluation out.")
+        check_int("eval_batch_size", self.eval_batch_size, minimum=1, hint="Prompts per sampler call.")
+        check_int("train_size", self.train_size, minimum=1, hint="Synthetic training prompts (the seed: 1000-4000).")
+
 
 # The flags most runs touch, listed first in `--help` (the full list follows: every TrainingArguments field works).
 COMMON_FLAGS = (
