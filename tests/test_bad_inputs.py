@@ -612,10 +612,31 @@ CASES: list[Case] = [
         "data",
         _error("diffusion_rl.data.chat", "ControlTokenError"),
         r"prompt 0, message 1 \(assistant\) content contains",
-        "A chat message's content (any role) or role name contains a special token.",
+        "A chat message's content (any role) contains a special token.",
         "Remove the special tokens from the conversation.",
         lambda ctx: _tokenize(
             ctx, [[{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A<|endoftext|>"}]]
+        ),
+    ),
+    Case(
+        "data-unknown-chat-role",
+        "data",
+        ValueError,
+        r"prompt 0, message 0: role 'usr' is not one of \['system', 'user', 'assistant'\]",
+        "A chat message's role is not `system`, `user` or `assistant` (LLaDA's template renders any string as a turn "
+        "header, so a typo used to train on a malformed prompt without a word). Checked when tokenizing.",
+        "Rename the role: user turns are `user`, the model's are `assistant`.",
+        lambda ctx: _tokenize(ctx, [[{"role": "usr", "content": "Q"}]]),
+    ),
+    Case(
+        "data-file-unknown-chat-role",
+        "data",
+        _error("diffusion_rl.data.loaders", "PromptDataError"),
+        r"record 0: field 'prompt', message 0: role 'wizard' is not one of",
+        "The same in a prompt file, found when the file is read (before any model is loaded).",
+        "Rename the role in the file.",
+        lambda ctx: _load_prompts(
+            _file(ctx, "chat.jsonl", json.dumps({"prompt": [{"role": "wizard", "content": "hi"}]}) + "\n")
         ),
     ),
     Case(

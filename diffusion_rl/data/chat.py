@@ -78,6 +78,21 @@ def check_plain_text(tokenizer, text: str, where: str) -> None:
         )
 
 
+# The roles of LLaDA's (Llama-3-style) chat template. It renders any string as a turn header, so a typo such as
+# "usr" would otherwise train on a prompt the model has never seen the like of, without a word.
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def check_role(role: str, where: str) -> None:
+    """Raise a `ValueError` unless `role` is one of `CHAT_ROLES` (`where` names the message, e.g. `"prompt 3, message
+    1"`)."""
+    if role not in CHAT_ROLES:
+        raise ValueError(
+            f"{where}: role {role!r} is not one of {list(CHAT_ROLES)}; the chat template would render it as a turn "
+            "header of its own. Rename the role (user turns are 'user', the model's are 'assistant')."
+        )
+
+
 def _as_messages(
     prompt: str | Sequence[Message], index: int, system_prompt: str | None, tokenizer=None
 ) -> list[dict[str, Any]]:
@@ -98,8 +113,7 @@ def _as_messages(
                     f"prompt {index}, message {j}: chat messages need string 'role' and 'content' keys, "
                     f"got {dict(m)!r}."
                 )
-            # The role is rendered into the template too (`<|start_header_id|>{role}<|end_header_id|>`).
-            plain(m["role"], f"prompt {index}, message {j} role")
+            check_role(m["role"], f"prompt {index}, message {j}")
             plain(m["content"], f"prompt {index}, message {j} ({m['role']}) content")
             messages.append({"role": m["role"], "content": m["content"]})
     else:

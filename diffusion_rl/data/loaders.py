@@ -32,6 +32,7 @@ from typing import Any
 
 import datasets
 
+from .chat import check_role
 from .records import RECORD_FEATURES, render_free_text_prompt, render_mcq_prompt
 
 _LIST_COLUMNS = ("question_options", "option_genders", "neutral_option_indices")
@@ -60,6 +61,10 @@ def _check_prompt(value: Any, index: int) -> str:
         for j, message in enumerate(value):
             if not isinstance(message.get("content"), str):
                 raise PromptDataError(f"record {index}: field 'prompt', message {j} has no string 'content'.")
+            try:
+                check_role(message["role"], f"record {index}: field 'prompt', message {j}")
+            except ValueError as error:
+                raise PromptDataError(str(error)) from None
         return "chat"
     raise PromptDataError(
         f"record {index}: field 'prompt' must be a string or a list of {{'role', 'content'}} messages, "
