@@ -205,6 +205,17 @@ def _cli(ctx, argv: list[str]):
     return cli.main(argv)
 
 
+def _cli_before_model(ctx, argv: list[str]):
+    """`diffusion-rl` evaluate/generate, which must fail before they load a model."""
+    from diffusion_rl.bias import cli
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the command loaded a model before checking its inputs")
+
+    ctx.monkeypatch.setattr(cli, "load_model", no_model)
+    return cli.main(argv)
+
+
 def _not_a_directory(ctx) -> str:
     # A path below a regular file cannot be created even by root (chmod does not stop root; this does).
     blocker = ctx.tmp_path / "file"
@@ -1169,6 +1180,29 @@ CASES: list[Case] = [
         "`diffusion-rl evaluate` without `--adapter_name_or_path`.",
         "Pass the adapter directory to evaluate (the base arm is the same model with the adapter off).",
         lambda ctx: _cli(ctx, ["evaluate"]),
+    ),
+    Case(
+        "cli-evaluate-output-dir-not-writable",
+        "job/CLI",
+        PermissionError,
+        r"output_dir '.*/file/out' is not writable",
+        "`diffusion-rl evaluate --output_dir DIR` with an unwritable `DIR`: checked before the model loads (it used "
+        "to fail when saving, after the whole generation).",
+        "Pass a writable `--output_dir`.",
+        lambda ctx: _cli_before_model(
+            ctx, ["evaluate", "--adapter_name_or_path", str(ctx.tmp_path), "--output_dir", _not_a_directory(ctx)]
+        ),
+    ),
+    Case(
+        "cli-evaluate-negative-size",
+        "job/CLI",
+        ValueError,
+        r"eval_size must be a positive integer, got -2\. Prompts to evaluate on",
+        "`diffusion-rl evaluate --eval_size N` with N < 1 (refused when parsed).",
+        "Pass a positive `--eval_size`.",
+        lambda ctx: _cli_before_model(
+            ctx, ["evaluate", "--adapter_name_or_path", str(ctx.tmp_path), "--eval_size", "-2"]
+        ),
     ),
     Case(
         "cli-generate-missing-model",

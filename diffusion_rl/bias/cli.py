@@ -160,9 +160,12 @@ def cmd_evaluate(argv: list[str]) -> None:
         )
     if sampler_args.temperature is not None:
         raise SystemExit("diffusion-rl evaluate: the temperatures are --eval_temperatures (e.g. 0 0.7 1).")
-    dataset = _eval_dataset(eval_args, model_args.seed)  # before loading the model: fail fast
+    from .train import before_after_table, check_output_dir, print_table
+
+    # Both before loading the model: an unwritable output_dir used to fail only when saving, after the generation.
+    check_output_dir(eval_args.output_dir)
+    dataset = _eval_dataset(eval_args, model_args.seed)
     from .evaluation import evaluate_model, report_evaluation
-    from .train import before_after_table, print_table
 
     model, tokenizer, base = load_model(model_args)
     settings = to_sampler_kwargs(_sampler_settings(sampler_args, base))

@@ -122,6 +122,12 @@ class EvaluateArguments:
         default=False, metadata={"help": "Also plot the training curves logged in the adapter's folder."}
     )
 
+    def __post_init__(self):
+        from ..validation import check_int
+
+        check_int("eval_size", self.eval_size, minimum=1, hint="Prompts to evaluate on.")
+        check_int("eval_batch_size", self.eval_batch_size, minimum=1, hint="Prompts per sampler call.")
+
 
 @dataclass
 class ReportArguments:
