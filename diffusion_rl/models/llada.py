@@ -128,7 +128,7 @@ class LladaForMaskedDiffusion(LlamaForCausalLM):
 
 
 def check_local_checkpoint(name_or_path: str | os.PathLike) -> Path | None:
-    """The checkpoint directory that `name_or_path` names, or `None` for a Hub id; no file is read but the listing.
+    """The checkpoint directory that `name_or_path` names, or `None` for a Hub id (nothing is loaded).
 
     A path is local when it is absolute, starts with `.` or `~`, or exists. Callers that parse a command line run
     this before anything else, so that a mistyped path is reported as such (and not as a later, unrelated error).
