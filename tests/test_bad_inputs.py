@@ -174,14 +174,20 @@ def _file(ctx, name: str, text: str) -> Path:
     return path
 
 
+def _forbid_model_loading(ctx, module, name: str) -> None:
+    """Replace `module.name` (a model loader) with one that fails the test: the command must stop before it."""
+
+    def no_model(*args, **kwargs):
+        raise AssertionError(f"{module.__name__}.{name} loaded a model before the inputs were checked")
+
+    ctx.monkeypatch.setattr(module, name, no_model)
+
+
 def _job(ctx, argv: list[str]):
     """The main job (`train_bias.main`), which must fail before it builds a model."""
     from diffusion_rl.bias import train as train_bias
 
-    def no_model(*args, **kwargs):
-        raise AssertionError("the main job built a model before checking its inputs")
-
-    ctx.monkeypatch.setattr(train_bias, "load_model_and_tokenizer", no_model)
+    _forbid_model_loading(ctx, train_bias, "load_model_and_tokenizer")
     return train_bias.main(argv)
 
 
@@ -195,13 +201,11 @@ def _without_gpu(ctx, argv: list[str]):
 
 
 def _cli(ctx, argv: list[str]):
+    """`diffusion-rl train`, which must fail before it builds a model."""
     from diffusion_rl.bias import cli
     from diffusion_rl.bias import train as train_bias
 
-    def no_model(*args, **kwargs):
-        raise AssertionError("the command built a model before checking its inputs")
-
-    ctx.monkeypatch.setattr(train_bias, "load_model_and_tokenizer", no_model)
+    _forbid_model_loading(ctx, train_bias, "load_model_and_tokenizer")
     return cli.main(argv)
 
 
@@ -209,10 +213,7 @@ def _cli_before_model(ctx, argv: list[str]):
     """`diffusion-rl` evaluate/generate, which must fail before they load a model."""
     from diffusion_rl.bias import cli
 
-    def no_model(*args, **kwargs):
-        raise AssertionError("the command loaded a model before checking its inputs")
-
-    ctx.monkeypatch.setattr(cli, "load_model", no_model)
+    _forbid_model_loading(ctx, cli, "load_model")
     return cli.main(argv)
 
 
