@@ -104,6 +104,15 @@ class DiffusionReinforceConfig(TrainingArguments):
         kl_estimator (`str`, *optional*, defaults to `"full"`):
             `"full"` (exact sum over the vocabulary at each position, the seed's definition), `"k1"` or `"k3"`
             (single-sample estimators at the completion token).
+        kl_target (`float`, *optional*):
+            A KL budget in nats/token (`kl_in="loss"` only). When set, the loss's KL coefficient is
+            `kl_coef + lambda`, where the multiplier `lambda >= 0` rises by dual ascent while the logged `kl` is above
+            the budget and falls back while it is below: `lambda <- max(0, lambda + kl_target_lr * (kl - kl_target))`
+            after every optimizer step. It is logged as `kl_coef` and saved in checkpoints. `None` keeps the fixed
+            `kl_coef`. See [`diffusion_rl.kl_controller.KLController`].
+        kl_target_lr (`float`, *optional*, defaults to `0.05`):
+            Step size of that multiplier: each step the coefficient moves by `kl_target_lr` times the KL's distance
+            to the budget.
 
         > Objective (see [`diffusion_rl.objectives`])
 
@@ -253,6 +262,16 @@ class DiffusionReinforceConfig(TrainingArguments):
         default="full",
         metadata={"help": "'full' (exact over the vocabulary), 'k1' or 'k3'.", "choices": KL_ESTIMATORS},
     )
+    kl_target: float | None = field(
+        default=None,
+        metadata={
+            "help": "KL budget, nats/token (kl_in='loss'): the coefficient becomes kl_coef + lambda, lambda raised by "
+            "dual ascent while the KL is above the budget. None: a fixed kl_coef."
+        },
+    )
+    kl_target_lr: float = field(
+        default=0.05, metadata={"help": "Step of the KL multiplier: lambda += kl_target_lr * (kl - kl_target)."}
+    )
 
     # Objective
     loss_type: str = field(
@@ -343,6 +362,13 @@ class DiffusionReinforceConfig(TrainingArguments):
 
     def _check_rewards(self) -> None:
         check_float("kl_coef", self.kl_coef, minimum=0.0, hint="The seed uses 0.1; 0 disables the KL term.")
+        check_float("kl_target", self.kl_target, minimum=0.0, allow_none=True, hint="None keeps a fixed kl_coef.")
+        check_float("kl_target_lr", self.kl_target_lr, minimum=0.0, min_inclusive=False)
+        if self.kl_target is not None and self.kl_in != "loss":
+            raise ValueError(
+                f"kl_target={self.kl_target} adapts the KL coefficient of the loss, but kl_in={self.kl_in!r} puts the "
+                "KL in the reward: set kl_in='loss', or drop kl_target to keep the seed's fixed KL in the reward."
+            )
         check_float_list(
             "reward_weights",
             self.reward_weights,

@@ -44,6 +44,7 @@ from .checkpointing import SigtermCheckpointCallback, hub_upload_ignoring
 from .checks import check_lora_targets, check_mask_token, check_prompt_column, check_reward_funcs, check_whole_groups
 from .completions_table import log_completions_table
 from .config import DiffusionReinforceConfig
+from .kl_controller import KLController
 from .logprobs import LogProbOutput, RolloutBatch, estimate_logprobs, logprob_estimator_std
 from .model_card import TAGS, write_model_card
 from .objectives import clip_fraction, compute_advantages, policy_loss, reinforce_loss, truncated_completions
@@ -151,6 +152,10 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
         self._output_lock = output_lock  # released when the process ends (or before SIGTERM is re-delivered)
         self._sigterm = SigtermCheckpointCallback(self.accelerator)
         self.add_callback(self._sigterm)
+        self._kl_controller: KLController | None = None
+        if args.kl_target is not None:
+            self._kl_controller = KLController(args.kl_coef, args.kl_target, args.kl_target_lr)
+            self.add_callback(self._kl_controller)
 
     # ------------------------------------------------------------------ set-up (called by __init__, in this order)
 
@@ -224,7 +229,8 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
                 "kl_coef > 0 is ignored: the KL to the base model needs a LoRA adapter (pass peft_config), or set "
                 "kl_coef=0 to silence this warning."
             )
-        if not is_peft and (has_kl_reward or (args.kl_in == "loss" and args.kl_coef > 0)):
+        kl_in_loss = args.kl_in == "loss" and (args.kl_coef > 0 or args.kl_target is not None)
+        if not is_peft and (has_kl_reward or kl_in_loss):
             raise ValueError(
                 "KL(policy||base) is computed with the LoRA adapter disabled, so it needs a PEFT model: pass "
                 "peft_config (or a PeftModel), or drop the KL term (kl_coef=0 and no KLReward)."
@@ -411,11 +417,10 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
             old = lp.token_logps.detach()  # iteration 0 runs before any update of this generation
         advantages = inputs["advantages"]
         kl_term = lp.kl if kl_in_loss and lp.kl is not None else None
+        kl_coef = self._loss_kl_coef() if kl_term is not None else 0.0
         if lp.token_logps is None and self.args.loss_type == "reinforce" and old is None:
             # An estimator that only returns sequence log-probabilities still supports the seed's loss.
-            loss = reinforce_loss(
-                lp.logps, advantages, kl=kl_term, kl_coef=self.args.kl_coef if kl_term is not None else 0.0
-            )
+            loss = reinforce_loss(lp.logps, advantages, kl=kl_term, kl_coef=kl_coef)
         elif lp.token_logps is None:
             raise ValueError(
                 f"loss_type={self.args.loss_type!r} / num_iterations={self.args.num_iterations} need per-token "
@@ -431,7 +436,7 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
                 epsilon=self.args.epsilon,
                 epsilon_high=self.args.epsilon_high,
                 kl=kl_term,
-                kl_coef=self.args.kl_coef if kl_term is not None else 0.0,
+                kl_coef=kl_coef,
                 max_completion_length=self.args.max_completion_length,
                 num_items=inputs.get("num_items"),
             )
@@ -448,6 +453,9 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
             )  # fmt: skip
             metrics["clip_ratio/region_mean"].append(self.accelerator.gather(fraction.reshape(1)).mean().item())
         self._record_metrics(mode, inputs, lp, first_iteration=iteration == 0)
+        if mode == "train" and self._kl_controller is not None and kl_term is not None:
+            metrics["kl_coef"].append(kl_coef)
+            self._kl_controller.observe(metrics["kl"][-1])  # this micro-batch's KL, averaged over processes
         if mode == "train":
             flags = SignalMonitor.batch_flags(inputs["rewards_per_func"], advantages, loss)
             self._signal_monitor.observe(self.accelerator.gather(flags), self.state.global_step)
@@ -455,6 +463,26 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
             metrics["logprob/estimator_std"].append(self._estimator_std(model, batch))
         outputs = {"rewards": inputs["rewards"], "advantages": advantages, "logps": lp.logps}
         return (loss, outputs) if return_outputs else loss
+
+    def _loss_kl_coef(self) -> float:
+        """The KL coefficient of the loss: `kl_coef`, plus the dual-ascent multiplier when `kl_target` is set."""
+        return self._kl_controller.coef if self._kl_controller is not None else self.args.kl_coef
+
+    def _load_callback_state(self) -> None:
+        # The multiplier is training state, not an option: restore it on every resume, whatever
+        # `restore_callback_states_from_checkpoint` says (Trainer restores callbacks only when it is True).
+        super()._load_callback_state()
+        if self._kl_controller is None:
+            return
+        # Trainer may have replaced the callback by a copy rebuilt from the checkpoint: use the registered one.
+        self._kl_controller = next(cb for cb in self.callback_handler.callbacks if isinstance(cb, KLController))
+        saved = self.state.stateful_callbacks.get(type(self._kl_controller).__name__)
+        if isinstance(saved, list):
+            saved = saved[-1] if saved else None
+        if saved is None:
+            logger.warning("The checkpoint has no KLController state: the KL multiplier restarts at 0.")
+            return
+        self._kl_controller.multiplier = float(saved["attributes"]["multiplier"])
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
         start = time.perf_counter()
