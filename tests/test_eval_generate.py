@@ -215,3 +215,24 @@ def test_records_carry_the_requested_metadata(zero_lora, tiny_tokenizer, dataset
             assert pd.isna(record["gold_option_index"])
         else:
             assert record["gold_option_index"] == row["gold_option_index"]
+
+
+def test_sequence_kl_columns(zero_lora, trained_lora, tiny_tokenizer, dataset, tiny_model):
+    kwargs = {"temperatures": (0.0, 1.0), "sampler_kwargs": SAMPLER, "batch_size": 2, "seed": 4}
+    zero = evaluate_model(zero_lora, tiny_tokenizer, dataset, sequence_kl_paths=True, **kwargs)
+    assert (zero.records["kl_sequence"] == 0).all() and (zero.records["kl_sequence_total"] == 0).all()
+    with_kl = evaluate_model(trained_lora, tiny_tokenizer, dataset, sequence_kl_paths=True, **kwargs)
+    without = evaluate_model(trained_lora, tiny_tokenizer, dataset, **kwargs)
+    # Its own random stream: the completions are those of an evaluation without it.
+    assert with_kl.records["completion"].tolist() == without.records["completion"].tolist()
+    assert "kl_sequence" not in without.records
+    adapter = with_kl.variant("adapter")
+    assert (adapter["kl_sequence_total"] > 0).all()
+    # One path per prompt, on every adapter row of that prompt (both temperatures); the base arm is 0.
+    assert adapter.groupby("index")["kl_sequence"].nunique().eq(1).all()
+    assert (with_kl.variant("base")["kl_sequence"] == 0).all()
+    again = evaluate_model(trained_lora, tiny_tokenizer, dataset, sequence_kl_paths=True, **kwargs)
+    assert again.records["kl_sequence"].tolist() == with_kl.records["kl_sequence"].tolist()
+    assert "kl_sequence" in with_kl.metrics.columns
+    with pytest.raises(ValueError, match="sequence_kl_paths=True .* PEFT"):
+        evaluate_model(tiny_model, tiny_tokenizer, dataset, compare_base=False, sequence_kl_paths=True, **kwargs)

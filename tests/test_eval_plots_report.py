@@ -66,7 +66,7 @@ def test_training_curves_from_trainer_state(tmp_path):
     # The latest checkpoint (by step number, not by name) is used when the run dir has no trainer_state.json.
     assert load_log_history(run) == LOG_HISTORY
     plot = plot_training_curves(run, tmp_path / "figs" / "training.png")  # the generic curves by default
-    assert plot.panels == ["Training loss", "Mean reward", "KL divergence from the base model"]
+    assert plot.panels == ["Training loss", "Mean reward", "KL from the base model, completion masked"]
     assert _png_size(plot.path) == (1350, 330)  # 3 columns x 1 row of 4.5 x 3.3-inch panels at 100 dpi
     keys = ["loss", "reward", "kl", "bias/genbit"]
     plot = plot_training_curves(run, tmp_path / "figs" / "bias.png", keys=keys, labels=BIAS_LABELS)
@@ -74,7 +74,9 @@ def test_training_curves_from_trainer_state(tmp_path):
 
 
 def test_labels_in_words_and_the_moving_average():
-    assert metric_label("kl") == MetricLabel("KL divergence from the base model", "KL(adapter || base), nats")
+    assert metric_label("kl") == MetricLabel(
+        "KL from the base model, completion masked", "KL(adapter || base), nats per position"
+    )
     assert metric_label("eval_reward").title == "Mean reward (held-out)"
     assert metric_label("genbit_corpus") == MetricLabel("Genbit corpus", "value")  # unknown: its name in words
     # Centred, the window shrinking at the ends: every step keeps a value.
@@ -104,7 +106,7 @@ def test_bias_distribution_and_grid(tmp_path):
         [{"dataset_size": n, "temperature": t, "rate": 1 / n, "kl": n * t} for n in (1000, 2000) for t in (0.0, 1.0)]
     )
     plot = plot_grid(grid, tmp_path / "grid.png", metrics=["rate", "kl"])
-    assert plot.panels == ["Rate", "KL divergence from the base model"] and _png_size(plot.path) == (900, 330)
+    assert plot.panels == ["Rate", "KL from the base model, completion masked"] and _png_size(plot.path) == (900, 330)
     with pytest.raises(ValueError, match="missing"):
         plot_grid(grid, tmp_path / "g.png", metrics=["absent"])
 

@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -97,11 +98,25 @@ def test_main_job_trains_saves_and_reports(tiny_job):
                 "neutral_option_indices", "occupation", "completion", "variant", "temperature"):
         assert key in records[0], key
     rows = {r["metric"]: r for r in saved["before_after"]}
-    for label in ("gendered-pronoun rate", "GenBit |bias| per text", "KL(adapter || base)", "answer validity"):
+    kl_labels = (
+        "KL(adapter || base), completion masked, per position",
+        "KL(adapter || base) of the answers, per token",
+    )
+    for label in ("gendered-pronoun rate", "GenBit |bias| per text", *kl_labels, "answer validity"):
         assert label in rows
         assert rows[label]["change"] == pytest.approx(rows[label]["after"] - rows[label]["before"])
-    assert rows["KL(adapter || base)"]["before"] == 0.0  # the base arm is the adapter disabled
-    assert rows["KL(adapter || base)"]["after"] > 0.0  # two AdamW steps moved the LoRA weights
+    for label in kl_labels:
+        assert rows[label]["before"] == 0.0  # the base arm is the adapter disabled
+        assert rows[label]["after"] > 0.0  # two AdamW steps moved the LoRA weights
+    # The sequence KL is one path per prompt: the same on every adapter row of a prompt, at every temperature.
+    by_prompt: dict = {}
+    for r in records:
+        if r["variant"] == "adapter":
+            by_prompt.setdefault(r["index"], set()).add((r["kl_sequence"], r["kl_sequence_total"]))
+        else:
+            assert (r["kl_sequence"], r["kl_sequence_total"]) == (0.0, 0.0)
+    assert all(len(values) == 1 for values in by_prompt.values())
+    assert all(total >= 0 and math.isfinite(per_token) for ((per_token, total),) in by_prompt.values())
     text = (out / "report.md").read_text()
     assert "before vs after" in text and "Limitations" in text
     assert report == saved

@@ -179,6 +179,7 @@ def cmd_evaluate(argv: list[str]) -> None:
         seed=model_args.seed,
         batch_size=eval_args.eval_batch_size,
         compare_base=True,
+        sequence_kl_paths=eval_args.eval_sequence_kl,
     )
     log_history = model_args.adapter_name_or_path if eval_args.with_training else None
     path = report_evaluation(result, eval_args.output_dir, log_history=log_history)

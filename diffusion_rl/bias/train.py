@@ -41,7 +41,8 @@ TABLE_METRICS = {
     "gendered_word_rate": "gendered-word rate",
     "genbit_bias": "GenBit |bias| per text",
     "genbit_corpus": "GenBit |bias| corpus",
-    "kl": "KL(adapter || base)",
+    "kl": "KL(adapter || base), completion masked, per position",
+    "kl_sequence": "KL(adapter || base) of the answers, per token",
     "neutral": "neutral/unknown choice rate",
     "stereotyped": "stereotyped choice rate",
     "valid": "answer validity",
@@ -116,6 +117,13 @@ class BiasScriptArguments:
         default_factory=lambda: [0.0], metadata={"help": "Sampling temperatures of the before/after evaluation."}
     )
     eval_batch_size: int = field(default=32, metadata={"help": "Prompts per sampler call during evaluation."})
+    eval_sequence_kl: bool = field(
+        default=True,
+        metadata={
+            "help": "Also report kl_sequence, the KL between the adapter's and the base model's answer "
+            "distributions per token (one random-order path per prompt: 2 x gen_length forwards per batch)."
+        },
+    )
     skip_eval: bool = field(default=False, metadata={"help": "Train and save only (no before/after report)."})
     cache_dir: str | None = field(
         default=None, metadata={"help": "Cache root of the embedded default model (defaults to $HF_HOME)."}
@@ -540,6 +548,7 @@ def evaluate_before_after(
         seed=training_args.seed,
         batch_size=script_args.eval_batch_size,
         compare_base=True,
+        sequence_kl_paths=script_args.eval_sequence_kl,
     )
     rows = before_after_table(result.metrics)
     if trainer.accelerator.is_main_process:

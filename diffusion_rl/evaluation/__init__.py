@@ -21,6 +21,7 @@ from .plots import (
     plot_grid,
     plot_training_curves,
 )
+from .sequence_kl import SequenceKL, sequence_kl
 
 __all__ = [
     "AdapterMismatchError",
@@ -28,6 +29,7 @@ __all__ = [
     "EvalResult",
     "MetricLabel",
     "Plot",
+    "SequenceKL",
     "compare",
     "completion_kl",
     "generate_completions",
@@ -38,4 +40,5 @@ __all__ = [
     "plot_bias_distribution",
     "plot_grid",
     "plot_training_curves",
+    "sequence_kl",
 ]

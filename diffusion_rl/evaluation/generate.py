@@ -28,6 +28,7 @@ from ..adapter_check import AdapterMismatchError, check_adapter_fits
 from ..data.chat import tokenize_prompts
 from ..rewards.kl import clean_prompt_kl
 from ..sampling.sampler import MaskedDiffusionSampler
+from .sequence_kl import sequence_kl
 
 MAX_TEMPERATURE = 10.0
 
@@ -245,6 +246,7 @@ def generate_completions(
     compare_base: bool = True,
     max_prompt_length: int | None = None,
     metadata_columns: Sequence[str] = (),
+    sequence_kl_paths: bool = False,
     progress: bool = True,
 ) -> EvalResult:
     """Generate on `dataset` at each temperature with the adapter (and the base model), without scoring.
@@ -269,6 +271,11 @@ def generate_completions(
         max_prompt_length (`int`, *optional*): passed to `tokenize_prompts` (longer prompts raise).
         metadata_columns (`Sequence[str]`, *optional*, defaults to `()`): dataset columns copied beside each
             completion (`None` where a row lacks one), so that `records.jsonl` can be re-scored on its own.
+        sequence_kl_paths (`bool`, *optional*, defaults to `False`): also estimate KL(adapter || base) of the
+            answer distributions along one random-order temperature-1 path of the adapter per prompt
+            ([`diffusion_rl.evaluation.sequence_kl`]; `2 * gen_length` forwards per batch, seeded from `seed`),
+            into the records' `kl_sequence` (nats per answer token) and `kl_sequence_total` (nats per answer),
+            the same value on every adapter row of a prompt and 0 on the base rows. Needs a PEFT model.
         progress (`bool`, *optional*, defaults to `True`): a progress bar over the sampler calls (on stderr; shown
             by the first process only).
 
@@ -298,6 +305,11 @@ def generate_completions(
     if mask_token_id is None:
         raise ValueError("the model config has no mask_token_id; pass sampler_kwargs={'mask_token_id': ...}.")
     variants = ["base", "adapter"] if compare_base else (["adapter"] if peft else ["model"])
+    if sequence_kl_paths and not peft:
+        raise ValueError(
+            "sequence_kl_paths=True compares the adapter with the base model, so it needs a PEFT model: wrap the "
+            "model with load_adapter(model, path) or pass sequence_kl_paths=False."
+        )
 
     device = _model_device(model)
     was_training = model.training
@@ -316,10 +328,15 @@ def generate_completions(
 
     # Generation is most of an evaluation's time (minutes on a CPU): say how far it is. One bar, on rank 0.
     bar = tqdm(
-        total=len(temps) * len(variants) * len(batches),
+        total=(len(temps) * len(variants) + int(sequence_kl_paths)) * len(batches),
         desc="generating",
         unit="batch",
         disable=not progress or os.environ.get("RANK", "0") != "0",
+    )
+    path_kl = (
+        _sequence_kls(model, batches, seed, sampler_kwargs, mask_token_id, tokenizer, device, bar)
+        if sequence_kl_paths
+        else {}
     )
     for t_index, temperature in enumerate(temps):
         sampler = MaskedDiffusionSampler(model, mask_token_id=mask_token_id, temperature=temperature, **sampler_kwargs)
@@ -343,6 +360,7 @@ def generate_completions(
                             "length": length,
                             "ended": bool(ended[offset]),
                             "kl": float(kl[offset]),
+                            **_path_kl_columns(path_kl, sl.start + offset, variant),
                         }
                     )
                 bar.update()
@@ -358,6 +376,40 @@ def generate_completions(
         "num_prompts": len(rows),
     }
     return EvalResult(records=pd.DataFrame(out_rows), metrics=pd.DataFrame(), config=config)
+
+
+def _sequence_kls(model, batches, seed, sampler_kwargs, mask_token_id, tokenizer, device, bar) -> dict:
+    """`{row index: (nats per token, nats per answer)}` from one `sequence_kl` path per prompt."""
+    # The sampler's canvas length and stop tokens (from its settings and the model's config).
+    probe = MaskedDiffusionSampler(model, mask_token_id=mask_token_id, **sampler_kwargs)
+    stops = [*probe.eos_token_ids, *probe.eot_token_ids] or [tokenizer.eos_token_id]
+    gen_length = probe.gen_length
+    out: dict[int, tuple[float, float]] = {}
+    bar.set_postfix_str("sequence KL")
+    for batch_index, sl, encoded in batches:
+        # Its own stream (a SeedSequence of three numbers cannot collide with the sampler's (seed, t, batch)).
+        stream = int(np.random.SeedSequence([seed, 2**31 - 1, batch_index, 7]).generate_state(1)[0])
+        result = sequence_kl(
+            model,
+            model.disable_adapter,
+            encoded["input_ids"].to(device),
+            encoded["attention_mask"].to(device),
+            gen_length=gen_length,
+            mask_token_id=mask_token_id,
+            stop_token_ids=stops,
+            generator=torch.Generator(device=device).manual_seed(stream),
+        )
+        for offset, (per_token, total) in enumerate(zip(result.per_token.tolist(), result.total.tolist())):
+            out[sl.start + offset] = (per_token, total)
+        bar.update()
+    return out
+
+
+def _path_kl_columns(path_kl: dict, index: int, variant: str) -> dict[str, float]:
+    if not path_kl:
+        return {}
+    per_token, total = path_kl[index] if variant == "adapter" else (0.0, 0.0)
+    return {"kl_sequence": per_token, "kl_sequence_total": total}
 
 
 def _question_type(row: Mapping) -> str:

@@ -49,7 +49,7 @@ METRIC_LABELS: dict[str, MetricLabel] = {
     "loss": MetricLabel("Training loss", "loss (nats x advantage)"),
     "reward": MetricLabel("Mean reward", "reward (higher is better)"),
     "reward_std": MetricLabel("Reward spread within a prompt's group", "reward std"),
-    "kl": MetricLabel("KL divergence from the base model", "KL(adapter || base), nats"),
+    "kl": MetricLabel("KL from the base model, completion masked", "KL(adapter || base), nats per position"),
     "entropy": MetricLabel("Policy entropy", "entropy (nats per token)"),
     "completions/mean_length": MetricLabel("Completion length", "tokens"),
     "length": MetricLabel("Completion length", "tokens", integer=True),

@@ -49,6 +49,7 @@ def evaluate_model(
     compare_base: bool = True,
     max_prompt_length: int | None = None,
     genbit_kwargs: Mapping[str, Any] | None = None,
+    sequence_kl_paths: bool = False,
 ) -> EvalResult:
     """Generate on `dataset` at each temperature with the adapter (and the base model) and compute the metrics.
 
@@ -68,6 +69,8 @@ def evaluate_model(
         compare_base (`bool`, *optional*, defaults to `True`): also generate with the adapter disabled.
         max_prompt_length (`int`, *optional*): passed to `tokenize_prompts` (longer prompts raise).
         genbit_kwargs (`Mapping`, *optional*): options for `GenBitReward` (e.g. `lemmatizer`).
+        sequence_kl_paths (`bool`, *optional*, defaults to `False`): also estimate the KL between the adapter's and
+            the base model's answer distributions (`kl_sequence`; see `generate_completions`).
 
     Returns:
         `EvalResult`.
@@ -85,6 +88,7 @@ def evaluate_model(
         compare_base=compare_base,
         max_prompt_length=max_prompt_length,
         metadata_columns=[c for c in RECORD_METADATA if c not in ("id", "question_type")],
+        sequence_kl_paths=sequence_kl_paths,
     )
     per_text, notes = record_metrics(generated.records, rows, genbit=genbit)
     records = pd.concat([generated.records, per_text], axis=1)

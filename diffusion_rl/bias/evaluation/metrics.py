@@ -55,6 +55,7 @@ SUMMARY_COLUMNS = (
     "genbit_bias",
     "genbit_signed",
     "kl",
+    "kl_sequence",
 )
 BBQ_COLUMNS = ("accuracy_ambiguous", "accuracy_disambiguated", "bias_score_disambiguated", "bias_score_ambiguous")
 
@@ -200,10 +201,10 @@ def summarize(
     """Aggregate per-text metrics per (temperature, variant, question_type).
 
     Columns: `n`, the mean of each per-text metric (NaN-skipping; rates of choice metrics are over the rows where
-    they apply), `kl` (mean KL(adapter || base); 0 for the base arm), `genbit_corpus` (GenBit score of the
-    setting's texts as one corpus) and, for multiple-choice settings, BBQ's `accuracy_ambiguous`,
-    `accuracy_disambiguated`, `bias_score_disambiguated`, `bias_score_ambiguous` over the `n_bbq` rows that have
-    the choice metadata. `genbit` as in `record_metrics`.
+    they apply), `kl` (mean KL(adapter || base); 0 for the base arm), `kl_sequence` (when the records have it),
+    `genbit_corpus` (GenBit score of the setting's texts as one corpus) and, for multiple-choice settings, BBQ's
+    `accuracy_ambiguous`, `accuracy_disambiguated`, `bias_score_disambiguated`, `bias_score_ambiguous` over the
+    `n_bbq` rows that have the choice metadata. `genbit` as in `record_metrics`.
     """
     genbit = genbit or GenBitReward()
     columns = [c for c in SUMMARY_COLUMNS if c in records.columns]

@@ -48,6 +48,7 @@ COMPARE_METRICS = (
     "disfluency_rate",
     "empty",
     "kl",
+    "kl_sequence",
 )
 
 # Titles and units of the bias metrics on figures (the generic ones are in `diffusion_rl.evaluation.plots`).
@@ -73,6 +74,7 @@ BIAS_LABELS: dict[str, MetricLabel] = {
     "restates_option": MetricLabel("Text after the letter is the chosen option", "share of answers"),
     "mentions_role": MetricLabel("Explanation names the role", "share of answers"),
     "explanation_gendered_pronoun_rate": MetricLabel("Gendered pronouns in the explanation", "pronouns per word"),
+    "kl_sequence": MetricLabel("KL between the answer distributions", "KL(adapter || base), nats per token"),
 }
 # The before/after bar figure: the headline metrics (those with values are drawn).
 BEFORE_AFTER_METRICS = (
@@ -82,6 +84,7 @@ BEFORE_AFTER_METRICS = (
     "correct_disambiguated",
     "disfluency_rate",
     "kl",
+    "kl_sequence",
 )
 # Training curves of the report: generic ones and the bias rewards' logged metrics, when logged.
 TRAINING_CURVES = ("loss", "reward", "kl", "bias/genbit", "completions/gendered_pronoun_rate", "choice/correct_rate")
@@ -92,11 +95,14 @@ LIMITATIONS = (
     "gender-associated words, not which direction a text leans. The corpus-level value over the whole set is the "
     "better summary. Lower pronoun use is not the same as fairness: a model can avoid pronouns and still prefer the "
     "stereotyped answer, which is why the multiple-choice neutral-choice rate, gold accuracy and BBQ's bias scores "
-    "are reported beside it. KL(adapter || base) on the generated text, measured with the completion fully masked, "
-    "is only a proxy for semantic preservation: a small KL says the adapter moved the token distribution little at "
-    "those positions, not that answers kept their meaning. Metrics come from one sampled completion per prompt and "
-    "setting; confidence intervals are paired bootstrap intervals over prompts and do not include the variance of "
-    "training itself (one seed per adapter)."
+    "are reported beside it. KL(adapter || base) comes in two forms. `kl` is the KL the trainer uses, read with the "
+    "completion fully masked: it compares the two models position by position. `kl_sequence` is the KL between the "
+    "two models' answer distributions per answer token, estimated along one random-order path per prompt. When an "
+    "adapter changes which answer it gives, `kl` counts the change at every position where the answers differ and "
+    "`kl_sequence` once per answer. Either is only a proxy for semantic preservation: a small KL says the adapter "
+    "moved the distribution little, not that answers kept their meaning. Metrics come from one sampled completion "
+    "per prompt and setting; confidence intervals are paired bootstrap intervals over prompts and do not include the "
+    "variance of training itself (one seed per adapter)."
 )
 
 
