@@ -442,6 +442,16 @@ CASES: list[Case] = [
         lambda ctx: _config(ctx, kl_coef=-0.1),
     ),
     Case(
+        "config-kl-target-with-kl-in-reward",
+        "config",
+        ValueError,
+        r"kl_target=0.5 adapts the KL coefficient of the loss, but kl_in='reward'",
+        "`kl_target` is set while the KL is in the reward (the seed's `kl_in='reward'`, the default).",
+        "The budget adapts the loss's KL coefficient: add `kl_in='loss'`, or drop `kl_target` for the seed's fixed "
+        "KL in the reward.",
+        lambda ctx: _config(ctx, kl_target=0.5),
+    ),
+    Case(
         "config-group-baseline-needs-generations",
         "config",
         ValueError,
