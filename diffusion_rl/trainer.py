@@ -233,7 +233,7 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
         if not is_peft and (has_kl_reward or kl_in_loss):
             raise ValueError(
                 "KL(policy||base) is computed with the LoRA adapter disabled, so it needs a PEFT model: pass "
-                "peft_config (or a PeftModel), or drop the KL term (kl_coef=0 and no KLReward)."
+                "peft_config (or a PeftModel), or drop the KL term (kl_coef=0, no kl_target and no KLReward)."
             )
         return reward_funcs, weights
 

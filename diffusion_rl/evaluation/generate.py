@@ -387,7 +387,7 @@ def _sequence_kls(model, batches, seed, sampler_kwargs, mask_token_id, tokenizer
     out: dict[int, tuple[float, float]] = {}
     bar.set_postfix_str("sequence KL")
     for batch_index, sl, encoded in batches:
-        # Its own stream (a SeedSequence of three numbers cannot collide with the sampler's (seed, t, batch)).
+        # Its own stream: a longer entropy list than the sampler's (seed, t, batch), so the two are unrelated.
         stream = int(np.random.SeedSequence([seed, 2**31 - 1, batch_index, 7]).generate_state(1)[0])
         result = sequence_kl(
             model,
