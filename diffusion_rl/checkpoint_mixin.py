@@ -53,18 +53,27 @@ class CheckpointMixin:
         if node_leader and os.path.exists(staging_root):
             shutil.rmtree(staging_root, ignore_errors=True)  # left by a save that was killed: start clean
         self.accelerator.wait_for_everyone()
-        self._checkpoint_staging = os.path.basename(staging_root)
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._checkpoint_staging = None
-        if self.state.best_model_checkpoint == staged:
-            self.state.best_model_checkpoint = final
-            if self.args.should_save:  # the state file inside must name the final folder
-                self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
         if node_leader:
             write_node_marker(staging_root, node_index)
-        self.accelerator.wait_for_everyone()  # every rank has written its files (RNG states, ZeRO shards) and markers
+        self.accelerator.wait_for_everyone()  # every node's marker is down before anyone looks
+        # A node that sees a lower node's marker shares that node's filesystem: with save_on_each_node its main
+        # process would write the same model and trainer_state.json files into the same staging folder at the same
+        # time (measured: a trainer_state.json with two JSON documents in it). Only the lower node writes them.
+        shared_with_lower_node = node_leader and not is_promoter(staging_root, node_index)
+        save_on_each_node = self.args.save_on_each_node
+        self._checkpoint_staging = os.path.basename(staging_root)
+        try:
+            if shared_with_lower_node:
+                self.args.save_on_each_node = False  # should_save: the world's main process only
+            super()._save_checkpoint(model, trial)
+            if self.state.best_model_checkpoint == staged:
+                self.state.best_model_checkpoint = final
+                if self.args.should_save:  # the state file inside must name the final folder
+                    self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
+        finally:
+            self._checkpoint_staging = None
+            self.args.save_on_each_node = save_on_each_node
+        self.accelerator.wait_for_everyone()  # every rank has written its files (RNG states, ZeRO shards)
         promote = node_leader and is_promoter(staging_root, node_index)
         self.accelerator.wait_for_everyone()  # every leader has read the markers before a promoter removes them
         if promote and os.path.isdir(staged):

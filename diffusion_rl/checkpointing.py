@@ -15,7 +15,10 @@ shared filesystem with `save_on_each_node=True` two nodes' main processes used t
 with `FileNotFoundError` and no `checkpoint-N` was left), and on node-local disks with `save_on_each_node=False` the
 other nodes never renamed theirs (their RNG files stayed in `.tmp-checkpoint-N`). Now the first process of each node
 drops a marker `.node-<index>` into `.tmp-checkpoint-N/`; after a barrier each one lists the markers it can see, and
-the one with the smallest index among them promotes: one per shared filesystem, one per node-local disk.
+the one with the smallest index among them promotes: one per shared filesystem, one per node-local disk. The markers
+go down before the files: a node that sees a lower node's marker writes no model or `trainer_state.json` (its
+main process saves as with `save_on_each_node=False`), since two writers of one file on a shared filesystem left
+two JSON documents in it.
 """
 
 from __future__ import annotations

@@ -60,6 +60,15 @@ def main(base: str, layout: str, save_on_each_node: bool) -> None:
         processing_class=tokenizer,
         peft_config=LoraConfig(r=2, target_modules=["q_proj", "v_proj"]),
     )
+    # Which process writes each checkpoint's trainer_state.json (the test reads these lines): on one filesystem two
+    # writers of that file at once left two JSON documents in it.
+    save_to_json = type(trainer.state).save_to_json
+
+    def reporting_save_to_json(state, json_path):
+        print(f"trainer_state.json written by process {args.process_index}: {json_path}", flush=True)
+        return save_to_json(state, json_path)
+
+    type(trainer.state).save_to_json = reporting_save_to_json
     trainer.train()
     assert trainer.state.global_step == 2
     exit_after_all_processes_finished(trainer.accelerator)

@@ -28,7 +28,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _run_two_nodes(base: Path, layout: str, save_on_each_node: bool) -> None:
+def _run_two_nodes(base: Path, layout: str, save_on_each_node: bool) -> list[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     port = str(_free_port())
@@ -43,6 +43,12 @@ def _run_two_nodes(base: Path, layout: str, save_on_each_node: bool) -> None:
     outputs = [node.communicate(timeout=600)[0].decode(errors="replace") for node in nodes]
     for node_rank, (node, output) in enumerate(zip(nodes, outputs)):
         assert node.returncode == 0, f"node {node_rank} failed:\n{output[-6000:]}"
+    return outputs
+
+
+def _state_writers(outputs: list[str]) -> set[int]:
+    marker = "trainer_state.json written by process "
+    return {int(line[len(marker) :].split(":")[0]) for out in outputs for line in out.splitlines() if marker in line}
 
 
 def _names(directory: Path) -> list[str]:
@@ -54,8 +60,11 @@ def _names(directory: Path) -> list[str]:
 @pytest.mark.parametrize("save_on_each_node", [True, False], ids=["save_on_each_node", "main_node_saves"])
 @pytest.mark.parametrize("layout", ["shared", "local"])
 def test_two_node_checkpoints_are_complete(tmp_path, layout, save_on_each_node):
-    _run_two_nodes(tmp_path, layout, save_on_each_node)
+    outputs = _run_two_nodes(tmp_path, layout, save_on_each_node)
     full = dict(world_size=2)
+    # One writer of trainer_state.json per filesystem: on a shared one the first node's main process only (two
+    # nodes writing it at once left two JSON documents in one file); on node-local disks each node's, if asked.
+    assert _state_writers(outputs) == ({0, 1} if layout == "local" and save_on_each_node else {0})
     if layout == "shared":
         assert _names(tmp_path) == ["checkpoint-1", "checkpoint-2"]  # and no .tmp-checkpoint-* / .old-checkpoint-*
         for step in (1, 2):
