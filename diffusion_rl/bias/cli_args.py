@@ -16,6 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+# Shared with the training job's `BiasScriptArguments.eval_sequence_kl`.
+EVAL_SEQUENCE_KL_HELP = (
+    "Also report kl_sequence, the KL between the adapter's and the base model's answer distributions per token (one "
+    "random-order path per prompt: 2 x gen_length forwards per batch)."
+)
+
 # DiffusionReinforceConfig's defaults, used when neither the command line nor the model says otherwise.
 SAMPLER_DEFAULTS: dict[str, Any] = {
     "steps": 128,
@@ -117,13 +123,7 @@ class EvaluateArguments:
         default_factory=lambda: [0.0], metadata={"help": "Sampling temperatures of the evaluation."}
     )
     eval_batch_size: int = field(default=32, metadata={"help": "Prompts per sampler call."})
-    eval_sequence_kl: bool = field(
-        default=True,
-        metadata={
-            "help": "Also report kl_sequence, the KL between the adapter's and the base model's answer "
-            "distributions per token (one random-order path per prompt: 2 x gen_length forwards per batch)."
-        },
-    )
+    eval_sequence_kl: bool = field(default=True, metadata={"help": EVAL_SEQUENCE_KL_HELP})
     output_dir: str = field(default="outputs/eval", metadata={"help": "Where the report is written."})
     with_training: bool = field(
         default=False, metadata={"help": "Also plot the training curves logged in the adapter's folder."}

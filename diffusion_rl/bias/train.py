@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cli_args import EVAL_SEQUENCE_KL_HELP
+
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 # The headline metrics of the before/after table (per-setting means from `diffusion_rl.bias.evaluation.summarize`).
@@ -117,13 +119,7 @@ class BiasScriptArguments:
         default_factory=lambda: [0.0], metadata={"help": "Sampling temperatures of the before/after evaluation."}
     )
     eval_batch_size: int = field(default=32, metadata={"help": "Prompts per sampler call during evaluation."})
-    eval_sequence_kl: bool = field(
-        default=True,
-        metadata={
-            "help": "Also report kl_sequence, the KL between the adapter's and the base model's answer "
-            "distributions per token (one random-order path per prompt: 2 x gen_length forwards per batch)."
-        },
-    )
+    eval_sequence_kl: bool = field(default=True, metadata={"help": EVAL_SEQUENCE_KL_HELP})
     skip_eval: bool = field(default=False, metadata={"help": "Train and save only (no before/after report)."})
     cache_dir: str | None = field(
         default=None, metadata={"help": "Cache root of the embedded default model (defaults to $HF_HOME)."}

@@ -16,10 +16,11 @@ is `p(x) = prod_i p(x_sigma(i) | x_sigma(<i))`, and by the chain rule
 
 at the position unmasked at step `i`. [`sequence_kl`] estimates it with one path per prompt: a random order, one
 position a step, the token drawn from the adapter at temperature 1, the exact KL over the vocabulary at that
-position from two forwards (adapter on, adapter off) on the same canvas. The sum is an unbiased estimate of the
-KL between the two random-order samplers' answers (for a model whose conditionals agree across orders, as the
-LLaDA objective trains them to, the same for every order). Divided by the answer's length (up to and including its
-first stop token) it is nats per answer token, the unit of the per-position KL.
+position from two forwards (adapter on, adapter off) on the same canvas. For the order drawn, the sum is an
+unbiased estimate of that order's KL; over random orders its mean is the average per-order KL, which bounds the KL
+between the two random-order samplers' answers from above (convexity) and equals it for models whose conditionals
+agree across orders, as the LLaDA objective trains them to. Divided by the answer's length (up to and including
+its first stop token) it is nats per answer token, the unit of the per-position KL.
 """
 
 from __future__ import annotations
