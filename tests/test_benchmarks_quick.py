@@ -18,6 +18,7 @@ SCRIPTS = {
     "bench_trainer.py": "held by logprob for backward",
     "bench_genbit.py": "speed-up",
     "bench_rl_step.py": "fast / exact speed-up per step",
+    "bench_eval_kl.py": "kl_sequence / generation only:",
 }
 # Scripts without a --quick mode (they take no arguments and are cheap enough to run by hand).
 WITHOUT_QUICK = {"bench_data.py"}
