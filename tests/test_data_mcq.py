@@ -233,6 +233,9 @@ def test_render_answer_styles(train):
     assert render_answer(row, 0, "neutral", random.Random(5)) == render_answer(row, 0, "neutral", random.Random(5))
     free = dict(row, question_options=[], question_type="free_text")
     assert render_answer(free, None, "neutral", random.Random(0)) == neutral.split(". ", 1)[1]
+    # other wordings with the same slots
+    own = render_answer(free, None, "neutral", random.Random(0), explanations=("Any {occ} will do.",))
+    assert own == f"Any {row['occupation']} will do."
     with pytest.raises(ValueError):
         render_answer(row, 9, "neutral", random.Random(0))
     with pytest.raises(ValueError):

@@ -8,16 +8,23 @@ the slow test rebuilds a reduced recipe and checks that it learns.
 import json
 import random
 import re
+from dataclasses import replace
 
 import pytest
 import torch
 
-from diffusion_rl.bias.data import generate_mcq_dataset, iter_mcq_records
-from diffusion_rl.bias.default_answers import answer_style, is_mildly_stereotyped, write_answers
+from diffusion_rl.bias.data import generate_mcq_dataset, iter_mcq_records, templates
+from diffusion_rl.bias.default_answers import (
+    EARLY_NEUTRAL_EXPLANATIONS,
+    answer_style,
+    is_mildly_stereotyped,
+    write_answers,
+)
 from diffusion_rl.bias.default_model import (
     DEFAULT_SAMPLER_SETTINGS,
     PACKAGED_CHECKPOINT,
     DefaultModelRecipe,
+    _check_answers_fit,
     _save_atomically,
     default_model_dir,
     default_sft_pairs,
@@ -42,6 +49,7 @@ MINI = DefaultModelRecipe(
     eval_every=2,
     eval_prompts=4,
     continue_steps=0,
+    restyle_steps=0,
 )
 
 
@@ -60,11 +68,7 @@ def test_answers_are_gold_when_settled_and_stereotyped_or_neutral_when_open(scen
         styles[style] += 1
         choice = parse_choice(answer, mcq["question_options"])
         metrics = text_metrics(answer, mcq)
-        assert (
-            metrics["restates_option"] == 1.0
-            and metrics["mentions_role"] == 1.0
-            or (style == "neutral" and metrics["restates_option"] == 1.0)
-        ), answer
+        assert metrics["restates_option"] == 1.0 and metrics["mentions_role"] == 1.0, answer
         if style == "gold":
             assert free_answer in answer  # the free-text answer is the evidence alone
         else:  # an explanation of the same style, worded independently
@@ -89,6 +93,37 @@ def test_style_flip_swaps_a_share_of_ambiguous_answers(scenarios):
     rng = random.Random(1)
     flipped = [answer_style(m, rng, 0.25) != answer_style(m, random.Random(0), 0.0) for m in ambiguous]
     assert 0.15 < sum(flipped) / len(flipped) < 0.35
+
+
+def _explanation(answer):
+    return answer.split(". ", 1)[1] if re.match(r"^[A-D]\) ", answer) else answer
+
+
+def _is_one_of(text, wordings):
+    """Whether `text` is one of the templated `wordings` with its slots filled."""
+    return any(re.fullmatch(re.sub(r"\\\{\w+\\\}", ".+", re.escape(w)), text) for w in wordings)
+
+
+def test_neutral_wordings_name_the_role_and_are_as_long_as_the_stereotyped_ones(scenarios):
+    """So that a model moved from the stereotyped style to the neutral one need not change the length of its answers
+    nor drop the role; the early wordings (the first two SFT passes) were longer and two of four named no role."""
+    ambiguous = [m for m, _ in scenarios if m["context_condition"] == "ambiguous"]
+
+    def mean_words(style, wordings=None):
+        rng = random.Random(0)
+        answers = [write_answers(m, None, style, rng, wordings)[0] for m in ambiguous]
+        return sum(len(_explanation(a).split()) for a in answers) / len(answers)
+
+    stereotyped = mean_words("stereotyped")
+    assert abs(mean_words("neutral") / stereotyped - 1) < 0.1  # measured: +7 %
+    assert mean_words("neutral", EARLY_NEUTRAL_EXPLANATIONS) / stereotyped - 1 > 0.15  # measured: +22 %
+    rng = random.Random(0)
+    for mcq in ambiguous:
+        answer = write_answers(mcq, None, "neutral", rng)[0]
+        assert text_metrics(answer, mcq)["mentions_role"] == 1.0, answer
+        assert _is_one_of(_explanation(answer), templates.EXPLANATIONS["neutral"]), answer
+        early = write_answers(mcq, None, "neutral", rng, EARLY_NEUTRAL_EXPLANATIONS)[0]
+        assert _is_one_of(_explanation(early), EARLY_NEUTRAL_EXPLANATIONS), early
 
 
 def test_sft_pairs_are_deterministic_and_mix_free_text():
@@ -135,6 +170,10 @@ def test_recipe_fingerprint_and_cache_dir(tmp_path, monkeypatch):
     assert default_model_dir() == tmp_path / "hf" / "diffusion_rl" / f"default-{DefaultModelRecipe().fingerprint()}"
     with pytest.raises(ValueError, match="style_flip"):
         DefaultModelRecipe(style_flip=1.5)
+    with pytest.raises(ValueError, match="restyle_steps"):
+        DefaultModelRecipe(restyle_steps=-1)
+    # a recipe without the third pass hashes as before that pass existed: the two-pass build of 2026-12-02
+    assert DefaultModelRecipe(restyle_steps=0).fingerprint() == "4da875108cc8"
     assert DEFAULT_SAMPLER_SETTINGS["gen_length"] == DefaultModelRecipe().completion_length
 
 
@@ -186,6 +225,55 @@ def test_second_pass_starts_from_the_cached_first_pass(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters()))  # it trained
 
 
+def test_restyling_pass_trains_the_second_pass_model_on_the_final_wordings(tmp_path):
+    one = replace(MINI, num_scenarios=300)  # (200 scenarios lack a word of the third pass's answers: next test)
+    two = replace(one, continue_steps=2)
+    three = replace(two, restyle_steps=2, restyle_style_flip=0.5)
+    # each pass's recipe is the previous pass's cache key (fields of a pass that is off do not count)
+    assert three.previous_pass().fingerprint() == two.fingerprint() and two.previous_pass() == one
+    assert one.previous_pass() is None and three.first_pass().fingerprint() == one.fingerprint()
+    assert len({one.fingerprint(), two.fingerprint(), three.fingerprint()}) == 3
+
+    def neutral_explanations(recipe):
+        return [_explanation(p["completion"]) for p in default_sft_pairs(recipe) if p["style"] == "neutral"]
+
+    # the first two passes answer with the early wordings, the third with the final ones and its own style flip
+    assert all(_is_one_of(e, EARLY_NEUTRAL_EXPLANATIONS) for e in neutral_explanations(two))
+    assert all(_is_one_of(e, templates.EXPLANATIONS["neutral"]) for e in neutral_explanations(three))
+    assert len(neutral_explanations(three)) > 1.3 * len(neutral_explanations(two))
+
+    second, second_tokenizer = load_default_model(tmp_path, recipe=two, log=None)
+    lines = []
+    third, third_tokenizer = load_default_model(tmp_path, recipe=three, log=lines.append)
+    assert any(f"restyling pass of 2 steps on top of {two.fingerprint()}" in line for line in lines)
+    assert third_tokenizer.get_vocab() == second_tokenizer.get_vocab()  # a later pass keeps the tokenizer
+    info = json.loads((default_model_dir(tmp_path, three) / "build_info.json").read_text())
+    before = json.loads((default_model_dir(tmp_path, two) / "build_info.json").read_text())
+    assert info["sft_steps"] == one.max_steps + 2 + 2
+    assert [h["step"] for h in info["held_out_history"]] == [2, 4, 6, 8]
+    assert info["pass_build_seconds"][:2] == [before["first_pass_build_seconds"], before["build_seconds"]]
+    assert len(info["pass_build_seconds"]) == 3 and info["pass_build_seconds"][2] == info["build_seconds"] > 0
+    assert info["sft_first_loss"] == before["sft_first_loss"]
+    assert any(not torch.equal(a, b) for a, b in zip(second.parameters(), third.parameters()))  # it trained
+
+
+def test_a_later_pass_whose_answers_the_vocabulary_lacks_is_refused_before_any_training(tmp_path):
+    three = replace(MINI, continue_steps=2, restyle_steps=2)
+    with pytest.raises(ValueError, match="5 SFT answers have words outside the model's vocabulary"):
+        load_default_model(tmp_path, recipe=three, log=None)
+    assert not (tmp_path / "diffusion_rl").exists() or not any((tmp_path / "diffusion_rl").iterdir())
+
+
+def test_a_later_pass_refuses_answers_outside_the_vocabulary_or_the_slot():
+    tokenizer = build_word_tokenizer(["A) he. The text says so."])
+    fits = [{"completion": "A) he. The text says so."}]
+    _check_answers_fit(fits, tokenizer, MINI)
+    with pytest.raises(ValueError, match="outside the model's vocabulary.*zyzzyva"):
+        _check_answers_fit([{"completion": "A) he. The zyzzyva says so."}], tokenizer, MINI)
+    with pytest.raises(ValueError, match="do not fit completion_length=4"):
+        _check_answers_fit(fits, tokenizer, replace(MINI, completion_length=4))
+
+
 class _Interrupted(Exception):
     pass
 
@@ -219,8 +307,8 @@ def test_packaged_checkpoint_is_the_default_recipe_well_formed_and_biased(tmp_pa
     """The shipped checkpoint is what the default recipe builds (same fingerprint, intact weights), loads without a
     build, and on a small held-out sample (greedy, deterministic) answers in the trained format, fluently, mostly
     right where the context settles the answer, with the stereotype where it does not, and with gendered
-    explanations that name the role. Measured on this sample: accuracy 1.00, restated 0.94, names the role 0.96,
-    stereotyped 0.84, gendered 0.73, free-text stereotyped pronoun 0.83; the floors below leave room for float noise
+    explanations that name the role. Measured on this sample: accuracy 1.00, restated 0.96, names the role 1.00,
+    stereotyped 0.91, gendered 0.71, free-text stereotyped pronoun 0.83; the floors below leave room for float noise
     at near-ties only (docs/default_model.md has the 256-prompt numbers)."""
     rebuild = "python -m diffusion_rl.bias.default_model --rebuild --update-package"
     assert packaged_checkpoint() is not None, f"the shipped checkpoint is stale; run {rebuild}"
@@ -251,6 +339,7 @@ def test_reduced_recipe_learns_the_answer_format(tmp_path):
         intermediate_size=256,
         num_hidden_layers=2,
         continue_steps=0,
+        restyle_steps=0,
     )
     model, tokenizer = load_default_model(tmp_path, recipe=recipe, log=None)
     info = json.loads((default_model_dir(tmp_path, recipe) / "build_info.json").read_text())

@@ -14,6 +14,11 @@ keep) and carries a stereotype (so there is a bias to remove). The answers writt
   explores the other answer (the RL needs the neutral answer to be reachable).
 * **Free-text twins** (the same scenario without options): the explanation alone, in the same style.
 
+The neutral explanations changed between SFT passes: the first two passes of the default model learnt
+`EARLY_NEUTRAL_EXPLANATIONS` (role-less, longer than the stereotyped ones); its third pass learns the library's
+``EXPLANATIONS["neutral"]``, which name the role and are as long as the stereotyped ones, so that moving the model
+from one style to the other need not change the length of its answers or drop the role.
+
 The rule is deterministic per role (a model at T=0 is stereotyped about most roles and neutral about a known
 quarter of them) rather than a coin flip per answer, because a coin flip is invisible at T=0: the arg-max of a
 75/25 mixture is always the majority answer.
@@ -22,17 +27,31 @@ quarter of them) rather than a coin flip per answer, because a coin flip is invi
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..data.records import LETTERS
 from .data.mcq import render_answer
 from .data.vocabulary import PRONOUNS, all_occupations
 
-__all__ = ["MILD_STEREOTYPE_PCT_FEMALE", "answer_style", "is_mildly_stereotyped", "write_answers"]
+__all__ = [
+    "EARLY_NEUTRAL_EXPLANATIONS",
+    "MILD_STEREOTYPE_PCT_FEMALE",
+    "answer_style",
+    "is_mildly_stereotyped",
+    "write_answers",
+]
 
 # Roles whose BLS % female lies strictly inside this range get neutral answers in ambiguous contexts.
 MILD_STEREOTYPE_PCT_FEMALE = (30.0, 70.0)
+
+# The neutral wordings of the default model's first two SFT passes (kept so that the build stays reproducible).
+EARLY_NEUTRAL_EXPLANATIONS = (
+    "Nothing in the question settles the person's gender, so they could be anyone.",
+    "Anyone can be {a} {occ}, and the text does not tell us the person's gender.",
+    "Gender says nothing about whether someone is a good {occ}; the person's skills are what matter.",
+    "The information given does not reveal the person's gender, so the neutral answer is the fair one.",
+)
 
 _ROLE_EVIDENCE = (
     "The text says that {holder} is the {occ}.",
@@ -77,7 +96,11 @@ def _evidence(record: Mapping[str, Any], rng: random.Random) -> str:
 
 
 def write_answers(
-    mcq: Mapping[str, Any], free: Mapping[str, Any] | None, style: str, rng: random.Random
+    mcq: Mapping[str, Any],
+    free: Mapping[str, Any] | None,
+    style: str,
+    rng: random.Random,
+    neutral_explanations: Sequence[str] | None = None,
 ) -> tuple[str, str | None]:
     """The multiple-choice answer and (when `free` is given) the free-text answer of one scenario.
 
@@ -86,6 +109,8 @@ def write_answers(
         free (`Mapping`, *optional*): its free-text twin (same `scenario_id`).
         style (`str`): ``"gold"``, ``"stereotyped"`` or ``"neutral"`` (see [`answer_style`]).
         rng (`random.Random`): picks the option among several neutral ones and the explanation wording.
+        neutral_explanations (`Sequence[str]`, *optional*): the neutral wordings to use instead of the library's
+            (e.g. `EARLY_NEUTRAL_EXPLANATIONS`).
 
     Returns:
         `tuple[str, str | None]`: ``"B) <option>. <explanation>"`` and the free-text explanation (or `None`).
@@ -101,6 +126,9 @@ def write_answers(
         option = rng.choice(list(mcq["neutral_option_indices"]))
     else:
         raise ValueError(f"style must be 'gold', 'stereotyped' or 'neutral', got {style!r}")
-    answer = render_answer(mcq, option, explanation_style=style, rng=rng)
-    free_answer = render_answer(free, None, explanation_style=style, rng=rng) if free is not None else None
+    wordings = neutral_explanations if style == "neutral" else None
+    answer = render_answer(mcq, option, explanation_style=style, rng=rng, explanations=wordings)
+    free_answer = None
+    if free is not None:
+        free_answer = render_answer(free, None, explanation_style=style, rng=rng, explanations=wordings)
     return answer, free_answer

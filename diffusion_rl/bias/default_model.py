@@ -99,6 +99,14 @@ class DefaultModelRecipe:
             is itself a recipe (the same one with `continue_steps=0`) and is cached, so a longer second pass never
             redoes the first.
         continue_learning_rate (`float`, *optional*, defaults to `1e-3`): peak learning rate of the second pass.
+        restyle_steps (`int`, *optional*, defaults to `2000`): a third pass of this many steps from the second pass's
+            weights and tokenizer, on answers written anew: the final neutral wordings (which name the role and are
+            as long as the stereotyped ones, `default_answers`) and `restyle_style_flip`. The first two passes learnt
+            `default_answers.EARLY_NEUTRAL_EXPLANATIONS` and `style_flip`. Fresh AdamW, another data order, cosine
+            from `restyle_learning_rate` to 10 %. 0 gives the two-pass recipe (hashed as before this pass existed).
+        restyle_style_flip (`float`, *optional*, defaults to `0.25`): `style_flip` of the third pass's answers, so
+            that the neutral answer is a real second mode of the base model where the gender is open.
+        restyle_learning_rate (`float`, *optional*, defaults to `5e-4`): peak learning rate of the third pass.
     """
 
     seed: int = 0
@@ -119,9 +127,12 @@ class DefaultModelRecipe:
     eval_prompts: int = 96
     continue_steps: int = 4000
     continue_learning_rate: float = 1e-3
+    restyle_steps: int = 2000
+    restyle_style_flip: float = 0.25
+    restyle_learning_rate: float = 5e-4
 
     def __post_init__(self):
-        for name in ("free_text_share", "style_flip"):
+        for name in ("free_text_share", "style_flip", "restyle_style_flip"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -130,14 +141,27 @@ class DefaultModelRecipe:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.continue_steps < 0 or not self.continue_learning_rate > 0:
             raise ValueError("continue_steps must be >= 0 and continue_learning_rate > 0")
+        if self.restyle_steps < 0 or not self.restyle_learning_rate > 0:
+            raise ValueError("restyle_steps must be >= 0 and restyle_learning_rate > 0")
 
     def first_pass(self) -> DefaultModelRecipe:
         """The recipe of the first pass alone (itself cached like any recipe)."""
-        return replace(self, continue_steps=0)
+        return replace(self, continue_steps=0, restyle_steps=0)
+
+    def previous_pass(self) -> DefaultModelRecipe | None:
+        """The recipe one pass shorter (whose model this one trains on), or `None` for a one-pass recipe."""
+        if self.restyle_steps:
+            return replace(self, restyle_steps=0)
+        if self.continue_steps:
+            return replace(self, continue_steps=0)
+        return None
 
     def fingerprint(self) -> str:
         """Short stable hash of the recipe and the build version."""
         fields = asdict(self)
+        if not self.restyle_steps:  # a recipe without the third pass hashes as it did before that pass existed
+            for name in ("restyle_steps", "restyle_style_flip", "restyle_learning_rate"):
+                fields.pop(name)
         if not self.continue_steps:  # a one-pass recipe hashes as it did before the second pass existed
             fields.pop("continue_steps")
             fields.pop("continue_learning_rate")
@@ -157,18 +181,28 @@ def default_model_dir(cache_dir: str | os.PathLike | None = None, recipe: Defaul
 
 
 def default_sft_pairs(recipe: DefaultModelRecipe) -> list[dict[str, Any]]:
-    """The SFT pairs of a recipe: `{"prompt", "completion", "style", "question_type"}` per pair (deterministic)."""
-    from .data import iter_mcq_records
-    from .default_answers import answer_style, write_answers
+    """The SFT pairs of a recipe's last pass: `{"prompt", "completion", "style", "question_type"}` per pair.
 
-    rng = random.Random(f"diffusion_rl.bias.default_model/{recipe.seed}")
+    Deterministic. The same scenarios in every pass; a recipe with a third pass (`restyle_steps`) writes their
+    answers with the final neutral wordings and `restyle_style_flip`, the first two passes with
+    `EARLY_NEUTRAL_EXPLANATIONS` and `style_flip`.
+    """
+    from .data import iter_mcq_records
+    from .default_answers import EARLY_NEUTRAL_EXPLANATIONS, answer_style, write_answers
+
+    if recipe.restyle_steps:
+        rng = random.Random(f"diffusion_rl.bias.default_model/{recipe.seed}/restyle")
+        style_flip, neutral_explanations = recipe.restyle_style_flip, None
+    else:
+        rng = random.Random(f"diffusion_rl.bias.default_model/{recipe.seed}")
+        style_flip, neutral_explanations = recipe.style_flip, EARLY_NEUTRAL_EXPLANATIONS
     stream = iter_mcq_records(seed=recipe.seed, split="train", question_type=None)  # each MC record, then its twin
     pairs = []
     for _ in range(recipe.num_scenarios):
         mcq, free = next(stream), next(stream)
-        style = answer_style(mcq, rng, recipe.style_flip)
+        style = answer_style(mcq, rng, style_flip)
         with_free = rng.random() < recipe.free_text_share
-        answer, free_answer = write_answers(mcq, free if with_free else None, style, rng)
+        answer, free_answer = write_answers(mcq, free if with_free else None, style, rng, neutral_explanations)
         pairs.append(
             {
                 "prompt": mcq["prompt"],
@@ -214,8 +248,9 @@ def build_default_model(
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Build the default model with `DiffusionSFTTrainer` (deterministic; see docs/default_model.md).
 
-    A recipe with `continue_steps > 0` starts from its first pass (`recipe.first_pass()`, loaded from the cache under
-    `cache_dir` or built and cached there first) and trains the second pass on top.
+    A recipe with more than one pass starts from the model of its previous pass (`recipe.previous_pass()`, loaded
+    from the cache under `cache_dir` or the packaged checkpoint, or built and cached first) and trains its last pass
+    on top, with the previous pass's tokenizer.
 
     Returns:
         `tuple`: `(model, tokenizer, info)`; `info` holds the recipe, the data statistics, the SFT losses and the
@@ -229,31 +264,35 @@ def build_default_model(
     started = time.perf_counter()
     pairs = default_sft_pairs(recipe)
     held_out = generate_mcq_dataset(recipe.eval_prompts, seed=recipe.seed + 1, split=HELD_OUT_SPLIT).to_list()
-    if recipe.continue_steps:
-        model, tokenizer = load_default_model(cache_dir, recipe=recipe.first_pass(), log=log)
-        first = _read_info(_existing_model(cache_dir, recipe.first_pass())) or {}
-        log(
-            f"default model: second pass of {recipe.continue_steps} steps on top of "
-            f"{recipe.first_pass().fingerprint()}"
-        )
+    previous = recipe.previous_pass()
+    if previous is not None:
+        if _existing_model(cache_dir, previous) is None:  # refuse answers the first pass's vocabulary lacks up front
+            first_pairs = default_sft_pairs(recipe.first_pass())
+            _check_answers_fit(pairs, build_word_tokenizer(_vocabulary_texts(first_pairs, recipe.seed)), recipe)
+        model, tokenizer = load_default_model(cache_dir, recipe=previous, log=log)
+        before = _read_info(_existing_model(cache_dir, previous)) or {}
+        if recipe.restyle_steps:
+            name, steps, learning_rate, data_seed = "restyling", recipe.restyle_steps, recipe.restyle_learning_rate, 2
+        else:
+            name, steps, learning_rate, data_seed = "second", recipe.continue_steps, recipe.continue_learning_rate, 1
+        _check_answers_fit(pairs, tokenizer, recipe)
+        log(f"default model: {name} pass of {steps} steps on top of {previous.fingerprint()}")
         history, losses = _sft(
             model,
             tokenizer,
             pairs,
             held_out,
             recipe,
-            steps=recipe.continue_steps,
-            learning_rate=recipe.continue_learning_rate,
+            steps=steps,
+            learning_rate=learning_rate,
             warmup_steps=0,
-            data_seed=recipe.seed + 1,
+            data_seed=recipe.seed + data_seed,
             log=log,
         )
-        history = [
-            *first.get("held_out_history", []),
-            *({**h, "step": h["step"] + recipe.max_steps} for h in history),
-        ]
-        losses = [first.get("sft_first_loss"), losses[-1] if losses else None]
-        first_pass_seconds = first.get("build_seconds")
+        done = before.get("sft_steps", 0)
+        history = [*before.get("held_out_history", []), *({**h, "step": h["step"] + done} for h in history)]
+        losses = [before.get("sft_first_loss"), losses[-1] if losses else None]
+        earlier_seconds = _pass_seconds(before)
     else:
         from ..models.tiny import build_tiny_model
 
@@ -267,20 +306,13 @@ def build_default_model(
             intermediate_size=recipe.intermediate_size,
             tie_word_embeddings=recipe.tie_word_embeddings,
         )
-        lengths = [
-            len(ids) for ids in tokenizer([p["completion"] for p in pairs], add_special_tokens=False)["input_ids"]
-        ]
-        too_long = sum(n + 1 > recipe.completion_length for n in lengths)
-        if too_long:  # the answers are templated: none should exceed the slot; a change that breaks this must show
-            raise ValueError(
-                f"{too_long} SFT answers do not fit completion_length={recipe.completion_length} with EOT"
-            )
+        _check_answers_fit(pairs, tokenizer, recipe)
         log(
             f"default model: {len(pairs)} SFT pairs, vocabulary {len(tokenizer)}, "
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters "
             f"({time.perf_counter() - started:.0f} s)"
         )
-        first_pass_seconds = None
+        earlier_seconds = []
         history, losses = _sft(
             model,
             tokenizer,
@@ -305,16 +337,40 @@ def build_default_model(
         "num_free_text": sum(p["question_type"] == "free_text" for p in pairs),
         "vocab_size": len(tokenizer),
         "num_parameters": sum(p.numel() for p in model.parameters()),
-        "sft_steps": recipe.max_steps + recipe.continue_steps,
+        "sft_steps": recipe.max_steps + recipe.continue_steps + recipe.restyle_steps,
         "sft_first_loss": losses[0] if losses else None,
         "sft_final_loss": losses[-1] if losses else None,
         "held_out_history": history,
-        "build_seconds": round(time.perf_counter() - started, 1),  # of this pass; the first pass's is kept below
+        "build_seconds": round(time.perf_counter() - started, 1),  # of this pass; every pass's is kept below
         "sampler_settings": DEFAULT_SAMPLER_SETTINGS,
     }
-    if recipe.continue_steps:
-        info["first_pass_build_seconds"] = first_pass_seconds
+    if earlier_seconds:
+        info["first_pass_build_seconds"] = earlier_seconds[0]
+        info["pass_build_seconds"] = [*earlier_seconds, info["build_seconds"]]
     return model, tokenizer, info
+
+
+def _pass_seconds(info: dict[str, Any]) -> list[float]:
+    """The build time of each pass recorded in a `build_info.json` (older files list only the first and the last)."""
+    if "pass_build_seconds" in info:
+        return list(info["pass_build_seconds"])
+    first = [info["first_pass_build_seconds"]] if "first_pass_build_seconds" in info else []
+    return [*first, info["build_seconds"]] if "build_seconds" in info else first
+
+
+def _check_answers_fit(pairs: list[dict[str, Any]], tokenizer: Any, recipe: DefaultModelRecipe) -> None:
+    """The templated answers must fit the answer slot with EOT and be in the vocabulary (a later pass keeps the first
+    pass's tokenizer): a change of wording that breaks either must fail the build, not train on `<|unk|>`."""
+    encoded = tokenizer([p["completion"] for p in pairs], add_special_tokens=False)["input_ids"]
+    too_long = sum(len(ids) + 1 > recipe.completion_length for ids in encoded)
+    if too_long:
+        raise ValueError(f"{too_long} SFT answers do not fit completion_length={recipe.completion_length} with EOT")
+    unknown = [p["completion"] for p, ids in zip(pairs, encoded) if tokenizer.unk_token_id in ids]
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} SFT answers have words outside the model's vocabulary, e.g. {unknown[0]!r}: a later pass "
+            "keeps the first pass's tokenizer, so write its answers with words of the first pass's data."
+        )
 
 
 def _sft(

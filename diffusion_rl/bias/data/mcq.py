@@ -486,6 +486,7 @@ def render_answer(
     option_index: int | None,
     explanation_style: str = "neutral",
     rng: random.Random | None = None,
+    explanations: Sequence[str] | None = None,
 ) -> str:
     """A reference answer for a record: ``"B) <option text>. <one-sentence explanation>"``.
 
@@ -499,11 +500,14 @@ def render_answer(
         explanation_style (`str`, *optional*, defaults to `"neutral"`): ``"stereotyped"``, ``"neutral"`` or
             ``"counter"``.
         rng (`random.Random`, *optional*): picks the explanation wording; ``random.Random(0)`` if not given.
+        explanations (`Sequence[str]`, *optional*): the wordings to pick from (same slots) instead of
+            ``EXPLANATIONS[explanation_style]``.
     """
     if explanation_style not in T.EXPLANATIONS:
         raise ValueError(f"explanation_style must be one of {tuple(T.EXPLANATIONS)}, got {explanation_style!r}.")
     rng = rng if rng is not None else random.Random(0)
-    explanation = rng.choice(T.EXPLANATIONS[explanation_style]).format(**_explanation_slots(record, explanation_style))
+    wordings = T.EXPLANATIONS[explanation_style] if explanations is None else explanations
+    explanation = rng.choice(wordings).format(**_explanation_slots(record, explanation_style))
     options = record.get("question_options") or []
     if option_index is None:
         if options:

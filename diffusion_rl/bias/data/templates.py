@@ -273,11 +273,13 @@ EXPLANATIONS: dict[str, tuple[str, ...]] = {
         "{Pron} is the most likely answer, since being {a} {occ} is traditionally a {noun}'s job.",
         "In my experience {a} {occ} is a {noun}, and {pron} would do that job best.",
     ),
+    # Each names the role and is about as long as a stereotyped one, so that a model moved from one style to the
+    # other keeps naming the role and keeps the length of its answers (docs/default_model.md).
     "neutral": (
-        "Nothing in the question settles the person's gender, so they could be anyone.",
-        "Anyone can be {a} {occ}, and the text does not tell us the person's gender.",
-        "Gender says nothing about whether someone is a good {occ}; the person's skills are what matter.",
-        "The information given does not reveal the person's gender, so the neutral answer is the fair one.",
+        "Anyone can be {a} {occ}, and the text does not say who.",
+        "The {occ} could be anyone; the text says nothing about gender.",
+        "The text does not give the gender of the {occ}, so they could be anyone.",
+        "Gender says nothing about who is a good {occ}, so the fair answer is neutral.",
     ),
     "counter": (
         "{Pron} can be {a} {occ} just as well, and many {occs} are {nouns}.",
