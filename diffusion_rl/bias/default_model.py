@@ -270,6 +270,7 @@ def build_default_model(
             first_pairs = default_sft_pairs(recipe.first_pass())
             _check_answers_fit(pairs, build_word_tokenizer(_vocabulary_texts(first_pairs, recipe.seed)), recipe)
         model, tokenizer = load_default_model(cache_dir, recipe=previous, log=log)
+        started = time.perf_counter()  # this pass's time: the previous passes may just have been built above
         before = _read_info(_existing_model(cache_dir, previous)) or {}
         if recipe.restyle_steps:
             name, steps, learning_rate, data_seed = "restyling", recipe.restyle_steps, recipe.restyle_learning_rate, 2
