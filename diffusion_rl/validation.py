@@ -18,7 +18,17 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["check_bool", "check_float", "check_float_list", "check_int", "check_training_arguments"]
+__all__ = [
+    "check_bool",
+    "check_float",
+    "check_float_list",
+    "check_int",
+    "check_temperatures",
+    "check_training_arguments",
+]
+
+# Highest sampling temperature an evaluation accepts (above it the answers are noise).
+MAX_TEMPERATURE = 10.0
 
 
 def _describe(value: Any) -> str:
@@ -138,6 +148,21 @@ def check_float_list(name: str, values: Any, *, allow_none: bool = False, hint: 
         raise ValueError(f"{name} must be a list of numbers, got {_describe(values)}.{f' {hint}' if hint else ''}")
     for index, value in enumerate(values):
         check_float(f"{name}[{index}]", value, hint=hint)
+
+
+def check_temperatures(name: str, values: Any) -> list[float]:
+    """The sampling temperatures of an evaluation as floats; a `ValueError` for an empty list, a value outside
+    `[0, MAX_TEMPERATURE]` or a repeated one."""
+    check_float_list(name, values, hint=f"Use values in [0, {MAX_TEMPERATURE:g}] (0 = greedy).")
+    temps = [float(t) for t in values]
+    if not temps:
+        raise ValueError(f"{name} is empty; pass at least one, e.g. (0.0,).")
+    for t in temps:
+        if not 0.0 <= t <= MAX_TEMPERATURE:
+            raise ValueError(f"temperature {t} is out of range; use values in [0, {MAX_TEMPERATURE}] (0 = greedy).")
+    if len(set(temps)) != len(temps):
+        raise ValueError(f"{name} {temps} contain duplicates; list each temperature once.")
+    return temps
 
 
 # Numeric fields of `transformers.TrainingArguments` (transformers 5) that its `__post_init__` leaves unchecked.

@@ -98,6 +98,7 @@ GRID_FLAGS = (
     "--eval_free_text_size",
     "--eval_unseen_roles_size",
     "--eval_temperatures",
+    "--eval_unseen_roles_temperatures",
     "--model_name_or_path",
     "--skip_eval",
 )
@@ -275,7 +276,8 @@ def make_plan(args: argparse.Namespace, passthrough: list[str]) -> dict[str, Any
         argv += ["--output_dir", str(out / f"size-{size}")]
         for name, value in eval_sizes.items():  # always explicit: the main job scales unset ones with max_steps
             argv += [f"--{name}", str(value)]
-        argv += ["--eval_temperatures", *(f"{t:g}" for t in args.temperatures)]
+        temperatures = [f"{t:g}" for t in args.temperatures]  # both splits: the grid is per temperature
+        argv += ["--eval_temperatures", *temperatures, "--eval_unseen_roles_temperatures", *temperatures]
         cells.append({"size": size, "max_steps": steps, "prompts_seen": float(steps * per_step), "argv": argv})
     return {
         "recipe": str(source),

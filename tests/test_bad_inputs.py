@@ -1175,6 +1175,25 @@ CASES: list[Case] = [
         lambda ctx: _job(ctx, ["--eval_size", "-3", "--output_dir", str(ctx.tmp_path / "out")]),
     ),
     Case(
+        "job-eval-temperature-out-of-range",
+        "job/CLI",
+        ValueError,
+        r"temperature 12\.0 is out of range; use values in \[0, 10\.0\]",
+        "`--eval_temperatures` (or `--eval_unseen_roles_temperatures`) outside [0, 10]: it used to fail after the "
+        "training, when the evaluation started.",
+        "Pass temperatures in [0, 10], each once (0 = greedy).",
+        lambda ctx: _job(ctx, ["--eval_temperatures", "0", "12", "--output_dir", str(ctx.tmp_path / "out")]),
+    ),
+    Case(
+        "job-cpu-threads-zero",
+        "job/CLI",
+        ValueError,
+        r"cpu_threads must be a positive integer or None, got 0\. Unset: the available cores",
+        "`--cpu_threads 0` (or negative).",
+        "Pass a count >= 1, or leave it unset to use the available cores.",
+        lambda ctx: _job(ctx, ["--cpu_threads", "0", "--output_dir", str(ctx.tmp_path / "out")]),
+    ),
+    Case(
         "cli-train-output-dir-not-writable",
         "job/CLI",
         PermissionError,

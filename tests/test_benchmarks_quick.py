@@ -19,6 +19,7 @@ SCRIPTS = {
     "bench_genbit.py": "speed-up",
     "bench_rl_step.py": "fast / exact speed-up per step",
     "bench_eval_kl.py": "kl_sequence / generation only:",
+    "bench_cpu_threads.py": "default / one thread speed-up per step",
 }
 # Scripts without a --quick mode (they take no arguments and are cheap enough to run by hand).
 WITHOUT_QUICK = {"bench_data.py"}

@@ -140,7 +140,7 @@ def test_plain_model_and_save(tiny_model, tiny_tokenizer, dataset, tmp_path):
     [
         ({"dataset": []}, "empty"),
         ({"temperatures": (-0.1,)}, "out of range"),
-        ({"temperatures": (float("nan"),)}, "out of range"),
+        ({"temperatures": (float("nan"),)}, r"finite number, got nan\. Use values in \[0, 10\]"),
         ({"temperatures": (11.0,)}, "out of range"),
         ({"temperatures": ()}, "empty"),
         ({"temperatures": (0.0, 0.0)}, "duplicates"),

@@ -47,7 +47,8 @@ def test_paper_recipe_on_the_default_model_overrides_only_what_a_cpu_needs(tmp_p
     assert plan["prompts_per_step"]["value"] == 8
     assert [(c["size"], c["max_steps"]) for c in plan["cells"]] == [(1000, 125), (2000, 250), (3000, 375), (4000, 500)]
     argv = plan["cells"][0]["argv"]
-    assert argv[argv.index("--eval_temperatures") + 1 :] == ["0", "0.7", "1"]
+    temperatures = argv.index("--eval_temperatures"), argv.index("--eval_unseen_roles_temperatures")
+    assert argv[temperatures[0] + 1 : temperatures[1]] == argv[temperatures[1] + 1 :] == ["0", "0.7", "1"]
     assert argv[argv.index("--output_dir") + 1] == str(tmp_path / "paper" / "size-1000")
 
 

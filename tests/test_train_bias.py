@@ -90,10 +90,14 @@ def test_main_job_trains_saves_and_reports(tiny_job):
     saved = json.loads((out / "report.json").read_text())
     assert saved["train_size"] == 16 and saved["eval_size"] == 8 + 2  # multiple choice + free text
     assert saved["unseen_roles"]["eval_size"] == 3 and (out / "unseen_roles" / "report.md").is_file()
+    # the recipe samples the main split at T=0 and 0.7, the unseen roles greedily, without the sequence KL
+    unseen = [json.loads(line) for line in (out / "unseen_roles" / "records.jsonl").read_text().splitlines()]
+    assert {r["temperature"] for r in unseen} == {0.0} and not any("kl_sequence" in r for r in unseen)
     # records.jsonl carries each prompt's metadata beside its completion, so anyone can re-score it
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert {r["question_type"] for r in records} == {"multiple_choice", "free_text"}
     assert {r["split"] for r in records} == {"test_seen_roles"}
+    assert {r["temperature"] for r in records} == {0.0, 0.7}
     for key in ("id", "question_options", "context_condition", "gold_option_index", "stereotyped_option_index",
                 "neutral_option_indices", "occupation", "completion", "variant", "temperature"):
         assert key in records[0], key

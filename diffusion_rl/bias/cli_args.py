@@ -19,7 +19,7 @@ from typing import Any
 # Shared with the training job's `BiasScriptArguments.eval_sequence_kl`.
 EVAL_SEQUENCE_KL_HELP = (
     "Also report kl_sequence, the KL between the adapter's and the base model's answer distributions per token (one "
-    "random-order path per prompt: 2 x gen_length forwards per batch)."
+    "random-order path per prompt: 2 x gen_length forwards per batch; the training job's main evaluation only)."
 )
 
 # DiffusionReinforceConfig's defaults, used when neither the command line nor the model says otherwise.

@@ -118,21 +118,36 @@ class BiasScriptArguments:
     eval_temperatures: list[float] = field(
         default_factory=lambda: [0.0], metadata={"help": "Sampling temperatures of the before/after evaluation."}
     )
+    eval_unseen_roles_temperatures: list[float] = field(
+        default_factory=lambda: [0.0],
+        metadata={"help": "Sampling temperatures of the second evaluation, on unseen roles (eval_unseen_roles_size)."},
+    )
     eval_batch_size: int = field(default=32, metadata={"help": "Prompts per sampler call during evaluation."})
     eval_sequence_kl: bool = field(default=True, metadata={"help": EVAL_SEQUENCE_KL_HELP})
     skip_eval: bool = field(default=False, metadata={"help": "Train and save only (no before/after report)."})
     cache_dir: str | None = field(
         default=None, metadata={"help": "Cache root of the embedded default model (defaults to $HF_HOME)."}
     )
+    cpu_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "torch CPU threads per process. Default: on a CPU, the available cores divided among the local "
+            "processes where `accelerate launch` left its OMP_NUM_THREADS=1 (it does unless told a number); any "
+            "other OMP_NUM_THREADS is kept. 1 shares the machine with other jobs."
+        },
+    )
 
     def __post_init__(self):
-        from ..validation import check_int
+        from ..validation import check_int, check_temperatures
 
         # Checked when parsed, before anything loads: a negative size used to evaluate nothing without a word.
         for name in SCALED_EVAL_FIELDS:
             check_int(name, getattr(self, name), minimum=0, hint="Use 0 to leave that evaluation out.")
         check_int("eval_batch_size", self.eval_batch_size, minimum=1, hint="Prompts per sampler call.")
         check_int("train_size", self.train_size, minimum=1, hint="Synthetic training prompts (the seed: 1000-4000).")
+        check_int("cpu_threads", self.cpu_threads, minimum=1, allow_none=True, hint="Unset: the available cores.")
+        for name in ("eval_temperatures", "eval_unseen_roles_temperatures"):
+            check_temperatures(name, getattr(self, name))
 
 
 # The flags most runs touch, listed first in `--help` (the full list follows: every TrainingArguments field works).
@@ -439,6 +454,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, An
     from ..output_lock import acquire_output_dir_lock
 
     acquire_output_dir_lock(training_args)
+    from ..cpu_threads import set_cpu_threads
+
+    set_cpu_threads(script_args.cpu_threads, on_cpu=training_args.device.type == "cpu")
     if not script_args.skip_eval:
         from ..evaluation.plots import PLOTS_HINT, plots_available
 
@@ -488,7 +506,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, An
         for name, eval_dataset in eval_sets.items():
             # the main set's report sits in output_dir itself; the second one in a sub-folder of that name
             out = training_args.output_dir if name == "main" else str(Path(training_args.output_dir) / name)
-            result = evaluate_before_after(trainer, tokenizer, eval_dataset, script_args, training_args, out)
+            result = evaluate_before_after(trainer, tokenizer, eval_dataset, script_args, training_args, out, name)
             report.update(result) if name == "main" else report.update({name: result})
     if trainer.accelerator.is_main_process:
         (output_dir / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
@@ -523,13 +541,24 @@ def print_outputs(output_dir: Path, log_entries: int, seconds: float, training_a
 
 
 def evaluate_before_after(
-    trainer, tokenizer, eval_dataset, script_args, training_args, output_dir: str | None = None
+    trainer,
+    tokenizer,
+    eval_dataset,
+    script_args,
+    training_args,
+    output_dir: str | None = None,
+    split: str = "main",
 ) -> dict[str, Any]:
     """Generate on the held-out split with the adapter off (before) and on (after), same seeds; write the report.
 
     Every process generates (under DeepSpeed ZeRO-3 all ranks must run the same forwards); the main one writes.
     """
     from .evaluation import evaluate_model, report_evaluation
+
+    # The second split (`unseen_roles`) has its own temperatures and reports the per-position `kl` only: its sequence
+    # KL took ~40 s of the main job's 10 minutes (2 batches of ~19 s on 2 cores).
+    main = split == "main"
+    temperatures = script_args.eval_temperatures if main else script_args.eval_unseen_roles_temperatures
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     # the training rollouts' settings; the temperature is the evaluation's own (`eval_temperatures`)
@@ -539,12 +568,12 @@ def evaluate_before_after(
         model,
         tokenizer,
         eval_dataset,
-        temperatures=script_args.eval_temperatures,
+        temperatures=temperatures,
         sampler_kwargs=sampler_kwargs,
         seed=training_args.seed,
         batch_size=script_args.eval_batch_size,
         compare_base=True,
-        sequence_kl_paths=script_args.eval_sequence_kl,
+        sequence_kl_paths=script_args.eval_sequence_kl and main,
     )
     rows = before_after_table(result.metrics)
     if trainer.accelerator.is_main_process:

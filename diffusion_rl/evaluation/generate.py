@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,9 +27,8 @@ from ..adapter_check import AdapterMismatchError, check_adapter_fits
 from ..data.chat import tokenize_prompts
 from ..rewards.kl import clean_prompt_kl
 from ..sampling.sampler import MaskedDiffusionSampler
+from ..validation import check_temperatures
 from .sequence_kl import sequence_kl
-
-MAX_TEMPERATURE = 10.0
 
 
 def load_adapter(model: torch.nn.Module, adapter_path: str | Path, *, adapter_name: str = "default"):
@@ -129,15 +127,7 @@ def _batch_seed(seed: int, temperature_index: int, batch_index: int) -> int:
 
 
 def _validate_temperatures(temperatures: Sequence[float]) -> list[float]:
-    temps = [float(t) for t in temperatures]
-    if not temps:
-        raise ValueError("temperatures is empty; pass at least one, e.g. (0.0,).")
-    for t in temps:
-        if math.isnan(t) or not 0.0 <= t <= MAX_TEMPERATURE:
-            raise ValueError(f"temperature {t} is out of range; use values in [0, {MAX_TEMPERATURE}] (0 = greedy).")
-    if len(set(temps)) != len(temps):
-        raise ValueError(f"temperatures {temps} contain duplicates; list each temperature once.")
-    return temps
+    return check_temperatures("temperatures", list(temperatures))
 
 
 def _prompt_text(prompt: str | list[dict]) -> str:
