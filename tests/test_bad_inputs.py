@@ -1212,6 +1212,17 @@ CASES: list[Case] = [
         lambda ctx: _cli(ctx, ["evaluate"]),
     ),
     Case(
+        "cli-evaluate-temperature-out-of-range",
+        "job/CLI",
+        ValueError,
+        r"temperature -1\.0 is out of range; use values in \[0, 10\.0\]",
+        "`diffusion-rl evaluate --eval_temperatures` outside [0, 10]: refused when parsed, before the model loads.",
+        "Pass temperatures in [0, 10], each once (0 = greedy).",
+        lambda ctx: _cli_before_model(
+            ctx, ["evaluate", "--adapter_name_or_path", str(ctx.tmp_path), "--eval_temperatures", "-1"]
+        ),
+    ),
+    Case(
         "cli-evaluate-output-dir-not-writable",
         "job/CLI",
         PermissionError,

@@ -19,7 +19,7 @@ from typing import Any
 # Shared with the training job's `BiasScriptArguments.eval_sequence_kl`.
 EVAL_SEQUENCE_KL_HELP = (
     "Also report kl_sequence, the KL between the adapter's and the base model's answer distributions per token (one "
-    "random-order path per prompt: 2 x gen_length forwards per batch; the training job's main evaluation only)."
+    "random-order path per prompt: 2 x gen_length forwards per batch)."
 )
 
 # DiffusionReinforceConfig's defaults, used when neither the command line nor the model says otherwise.
@@ -130,9 +130,10 @@ class EvaluateArguments:
     )
 
     def __post_init__(self):
-        from ..validation import check_int
+        from ..validation import check_int, check_temperatures
 
         check_int("eval_size", self.eval_size, minimum=1, hint="Prompts to evaluate on.")
+        check_temperatures("eval_temperatures", self.eval_temperatures)
         check_int("eval_batch_size", self.eval_batch_size, minimum=1, hint="Prompts per sampler call.")
 
 

@@ -123,7 +123,9 @@ class BiasScriptArguments:
         metadata={"help": "Sampling temperatures of the second evaluation, on unseen roles (eval_unseen_roles_size)."},
     )
     eval_batch_size: int = field(default=32, metadata={"help": "Prompts per sampler call during evaluation."})
-    eval_sequence_kl: bool = field(default=True, metadata={"help": EVAL_SEQUENCE_KL_HELP})
+    eval_sequence_kl: bool = field(
+        default=True, metadata={"help": EVAL_SEQUENCE_KL_HELP + " The main evaluation only, not the unseen roles."}
+    )
     skip_eval: bool = field(default=False, metadata={"help": "Train and save only (no before/after report)."})
     cache_dir: str | None = field(
         default=None, metadata={"help": "Cache root of the embedded default model (defaults to $HF_HOME)."}
