@@ -27,10 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_rl_step import PHASES, step_entries, tiny_model_dir  # the RL-step benchmark's timing and tiny model
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PHASES = ("time/sampling", "time/reward", "time/logprob", "time/old_logprob", "time/backward")
 ARMS = (("one thread", ["--cpu_threads", "1"]), ("default", []))
 
 
@@ -49,8 +50,7 @@ def run_arm(extra: list[str], common: list[str], output_dir: Path) -> dict:
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"the job failed ({' '.join(command)}):\n{result.stderr[-3000:]}")
-    entries = [json.loads(line) for line in (output_dir / "train_log.jsonl").read_text().splitlines()]
-    steps = [sum(e.get(key) or 0.0 for key in PHASES) for e in entries if "time/sampling" in e]
+    steps = [sum(e.get(key) or 0.0 for key in PHASES) for e in step_entries(output_dir)]
     return {"wall_s": wall, "step_s": statistics.median(steps[1:] or steps), "steps": len(steps)}
 
 
@@ -67,8 +67,6 @@ def main(argv: list[str] | None = None) -> dict:
         root = Path(tmp)
         common = ["--report_to", "none", "--logging_steps", "1", "--skip_eval", "true"]
         if args.quick:
-            from bench_rl_step import tiny_model_dir  # the same random tiny model as the RL-step benchmark
-
             args.steps = 3
             common += ["--model_name_or_path", str(tiny_model_dir(root)), "--config", "tiny_cpu.yaml",
                        "--train_size", "16",

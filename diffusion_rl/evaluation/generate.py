@@ -126,10 +126,6 @@ def _batch_seed(seed: int, temperature_index: int, batch_index: int) -> int:
     return int(np.random.SeedSequence([seed, temperature_index, batch_index]).generate_state(1)[0])
 
 
-def _validate_temperatures(temperatures: Sequence[float]) -> list[float]:
-    return check_temperatures("temperatures", list(temperatures))
-
-
 def _prompt_text(prompt: str | list[dict]) -> str:
     if isinstance(prompt, str):
         return prompt
@@ -279,7 +275,7 @@ def generate_completions(
         raise ValueError("the evaluation set is empty; pass at least one prompt.")
     if any("prompt" not in r for r in rows):
         raise ValueError("every evaluation row needs a 'prompt' column (string or chat messages).")
-    temps = _validate_temperatures(temperatures)
+    temps = check_temperatures("temperatures", list(temperatures))
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     peft = _is_peft(model)
