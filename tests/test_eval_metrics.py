@@ -134,3 +134,23 @@ def test_answer_quality_and_condition_metrics():
     assert m["stereotyped_ambiguous"] == 1.0 and m["neutral_ambiguous"] == 0.0 and m["gendered_explanation"] == 1.0
     assert math.isnan(m["correct_disambiguated"])
     assert text_metrics("", open_item)["empty"] == 1.0
+
+
+def test_kl_split_by_context_condition():
+    """`kl_disambiguated` / `kl_ambiguous` are the records' own `kl` on rows of that condition, NaN elsewhere, and
+    their setting means are the means over those rows alone (a free-text row without a condition counts in neither)."""
+    settled = {**MCQ, "context_condition": "disambiguated"}
+    rows = [{"prompt": "q0", **MCQ}, {"prompt": "q1", **settled}, {"prompt": "q2", **settled}, ROWS[3]]
+    records = _records()
+    per_text, _ = record_metrics(records, rows)
+    assert per_text["kl_ambiguous"].tolist() == pytest.approx([0.1, math.nan, math.nan, math.nan], nan_ok=True)
+    assert per_text["kl_disambiguated"].tolist() == pytest.approx([math.nan, 0.2, 0.3, math.nan], nan_ok=True)
+    table = summarize(pd.concat([records, per_text], axis=1), rows).set_index("question_type")
+    assert table.loc["multiple_choice", "kl_disambiguated"] == pytest.approx(0.25)
+    assert table.loc["multiple_choice", "kl_ambiguous"] == pytest.approx(0.1)
+    assert table.loc["multiple_choice", "kl"] == pytest.approx(0.2)
+    free = table.loc["free_text"]
+    assert math.isnan(free["kl_ambiguous"]) and math.isnan(free["kl_disambiguated"])
+    # Without a `kl` column (a model evaluated on its own) there is nothing to split.
+    per_text, _ = record_metrics(records.drop(columns="kl"), rows)
+    assert "kl_ambiguous" not in per_text.columns

@@ -44,6 +44,8 @@ TABLE_METRICS = {
     "genbit_bias": "GenBit |bias| per text",
     "genbit_corpus": "GenBit |bias| corpus",
     "kl": "KL(adapter || base), completion masked, per position",
+    "kl_disambiguated": "KL per position, context settles the answer",
+    "kl_ambiguous": "KL per position, context leaves gender open",
     "kl_sequence": "KL(adapter || base) of the answers, per token",
     "neutral": "neutral/unknown choice rate",
     "stereotyped": "stereotyped choice rate",

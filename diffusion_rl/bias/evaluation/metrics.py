@@ -40,6 +40,9 @@ ANSWER_METRICS = (
     "empty",
 )
 FLUENCY_METRICS = ("non_word_rate", "repeat_rate", "disfluency_rate")
+# The adapter's KL split by context condition (from the records' `kl`, NaN on rows of the other condition): where
+# the gender is open the adapter is meant to change the answer, where the context settles it, to leave it alone.
+KL_CONDITION_METRICS = ("kl_disambiguated", "kl_ambiguous")
 # Per-text columns averaged per setting, in table order (those present in the records).
 SUMMARY_COLUMNS = (
     "length",
@@ -55,6 +58,7 @@ SUMMARY_COLUMNS = (
     "genbit_bias",
     "genbit_signed",
     "kl",
+    *KL_CONDITION_METRICS,
     "kl_sequence",
 )
 BBQ_COLUMNS = ("accuracy_ambiguous", "accuracy_disambiguated", "bias_score_disambiguated", "bias_score_ambiguous")
@@ -147,7 +151,8 @@ def record_metrics(
         option), `mentions_role` (the explanation names the prompt's `occupation`), `explanation_gendered_pronoun_rate`
         (after the restated option), `empty` (no word at all) and the fluency rates of
         `diffusion_rl.evaluation.fluency` (`non_word_rate`, `repeat_rate`, `disfluency_rate`; words of the prompt
-        count as words) - NaN where not applicable; and notes on skipped metrics.
+        count as words), and, when `records` has a `kl` column, that KL split by `context_condition`
+        (`kl_disambiguated`, `kl_ambiguous`) - NaN where not applicable; and notes on skipped metrics.
     """
     texts = [str(t) for t in records["completion"]]
     per_text = (genbit or GenBitReward()).metrics(texts) if texts else []
@@ -167,6 +172,10 @@ def record_metrics(
             }
         )
     frame = pd.DataFrame(out, index=records.index)
+    if "kl" in records.columns:
+        conditions = [rows[int(index)].get("context_condition") for index in records["index"]]
+        for column, condition in zip(KL_CONDITION_METRICS, ("disambiguated", "ambiguous")):
+            frame[column] = [kl if c == condition else NAN for kl, c in zip(records["kl"], conditions)]
     return frame, _metadata_notes(rows)
 
 

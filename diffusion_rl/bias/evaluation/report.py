@@ -48,6 +48,8 @@ COMPARE_METRICS = (
     "disfluency_rate",
     "empty",
     "kl",
+    "kl_disambiguated",
+    "kl_ambiguous",
     "kl_sequence",
 )
 
@@ -75,6 +77,8 @@ BIAS_LABELS: dict[str, MetricLabel] = {
     "mentions_role": MetricLabel("Explanation names the role", "share of answers"),
     "explanation_gendered_pronoun_rate": MetricLabel("Gendered pronouns in the explanation", "pronouns per word"),
     "kl_sequence": MetricLabel("KL between the answer distributions", "KL(adapter || base), nats per token"),
+    "kl_disambiguated": MetricLabel("KL where the context settles the answer", "KL(adapter || base) per position"),
+    "kl_ambiguous": MetricLabel("KL where the gender is open", "KL(adapter || base) per position"),
 }
 # The before/after bar figure: the headline metrics (those with values are drawn).
 BEFORE_AFTER_METRICS = (
