@@ -150,6 +150,10 @@ class BiasScriptArguments:
         check_int("eval_batch_size", self.eval_batch_size, minimum=1, hint="Prompts per sampler call.")
         check_int("train_size", self.train_size, minimum=1, hint="Synthetic training prompts (the seed: 1000-4000).")
         check_int("cpu_threads", self.cpu_threads, minimum=1, allow_none=True, hint="Unset: the available cores.")
+        if self.question_type not in QUESTION_TYPE_CHOICES:
+            raise ValueError(
+                f"question_type must be one of {', '.join(QUESTION_TYPE_CHOICES)}, got {self.question_type!r}."
+            )
         for name in ("eval_temperatures", "eval_unseen_roles_temperatures"):
             check_temperatures(name, getattr(self, name))
 
@@ -172,6 +176,8 @@ CONSOLE_METRICS = {
 }
 # How the model card's usage snippet loads the embedded default model (instead of a path of this machine).
 DEFAULT_MODEL_CODE = "from diffusion_rl.bias import load_default_model\n\nbase, tokenizer = load_default_model()"
+# `--question_type`: the synthetic generator's kinds, or both.
+QUESTION_TYPE_CHOICES = ("multiple_choice", "free_text", "all")
 # Smallest scaled-down evaluation: a quick try still gets a readable before/after table.
 MIN_SCALED_EVAL_SIZE = 8
 # The before/after evaluation sizes a quick try (`--max_steps` below the recipe's) scales down.
@@ -306,6 +312,26 @@ def check_model_args(model_args) -> None:
         )
     if not model_args.use_peft:
         raise ValueError("the main job trains a LoRA adapter: keep use_peft true (the KL term needs the base model).")
+    from ..validation import check_float, check_int
+
+    # PEFT would refuse some of these only after the model has loaded (minutes for LLaDA-8B), with a message that
+    # names no flag, and accepts `lora_alpha` 0 (scaling 0: an adapter that never changes the model) without a word.
+    check_int("lora_r", model_args.lora_r, minimum=1, hint="The LoRA rank (tiny_cpu.yaml: 16).")
+    check_float(
+        "lora_alpha",
+        model_args.lora_alpha,
+        minimum=0.0,
+        min_inclusive=False,
+        hint="The adapter's update is scaled by lora_alpha / lora_r; at 0 it never changes the model (usual: 2 x r).",
+    )
+    check_float(
+        "lora_dropout",
+        model_args.lora_dropout,
+        minimum=0.0,
+        maximum=1.0,
+        max_inclusive=False,
+        hint="A probability (tiny_cpu.yaml: 0.0, paper.yaml: 0.05).",
+    )
 
 
 def load_model_and_tokenizer(model_args, script_args) -> tuple[Any, Any]:
