@@ -104,8 +104,17 @@ def check_whole_groups(args, has_eval_dataset: bool) -> None:
 
 def check_mask_token(model: nn.Module) -> None:
     """Raise a `ValueError` unless `model.config.mask_token_id` is set (a masked diffusion model needs one)."""
-    if getattr(model.config, "mask_token_id", None) is None:
+    mask_token_id = getattr(model.config, "mask_token_id", None)
+    if mask_token_id is None:
         raise ValueError(
             f"{type(model).__name__}.config has no mask_token_id; a masked diffusion model needs one (set "
             "model.config.mask_token_id to the id of the [MASK] token, 126336 for LLaDA)."
+        )
+    vocab_size = getattr(model.config, "vocab_size", None)
+    if isinstance(mask_token_id, bool) or not isinstance(mask_token_id, int):
+        raise ValueError(f"model.config.mask_token_id must be an integer token id, got {mask_token_id!r}.")
+    if mask_token_id < 0 or (isinstance(vocab_size, int) and mask_token_id >= vocab_size):
+        raise ValueError(
+            f"model.config.mask_token_id={mask_token_id} is not a token of the model's vocabulary (vocab_size "
+            f"{vocab_size}); set it to the id of the [MASK] token (126336 for LLaDA)."
         )

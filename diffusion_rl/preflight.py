@@ -57,6 +57,13 @@ def check_tokenizer(tokenizer, mask_token_id: int) -> None:
                 f"tokenizer.{name} equals the mask token id {mask_token_id}: padding / end of text would be read as "
                 "positions to generate. Use a distinct token (LLaDA pads with <|endoftext|>, 126081)."
             )
+    tokenizer_mask = getattr(tokenizer, "mask_token_id", None)
+    if tokenizer_mask is not None and tokenizer_mask != mask_token_id:
+        # Otherwise a word (or a chat-template token) would silently serve as the mask.
+        raise ValueError(
+            f"tokenizer.mask_token_id={tokenizer_mask} but model.config.mask_token_id={mask_token_id}; they must be "
+            "the same token (is this the model's tokenizer?)."
+        )
 
 
 def _is_map_style(dataset) -> bool:

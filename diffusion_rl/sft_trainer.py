@@ -32,6 +32,7 @@ from .data.chat import tokenize_prompts
 from .generator_state import load_generator_states, save_generator_states
 from .model_card import write_model_card
 from .output_lock import acquire_output_dir_lock
+from .preflight import check_finite_weights
 from .resume import checkpoint_to_resume
 from .sft import masked_diffusion_sft_loss, tokenize_sft_pairs
 from .sft_config import DiffusionSFTConfig
@@ -263,6 +264,8 @@ class DiffusionSFTTrainer(Trainer):
 
         # ---- every row, before any compute ----
         self.completion_length = self._check_datasets(processing_class, args, datasets)
+        # NaN/inf weights would train on (transformers logs such a loss as 0.0) and be saved in every checkpoint.
+        check_finite_weights(model)
 
         # ---- adapter ----
         if peft_config is not None:

@@ -119,6 +119,13 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
         # Everything that needs no compute is validated first.
         args = self._resolve_args(model, args)
         reward_funcs, weights = check_reward_funcs(reward_funcs, args.reward_weights)
+        if peft_config is not None and isinstance(model, PeftModel):
+            # get_peft_model would stack a second adapter: its keys no longer load on the base model, and the KL
+            # reference (the outer adapter disabled) would still include the inner one.
+            raise ValueError(
+                "model is already a PeftModel and peft_config was given; pass peft_config=None to train its adapter, "
+                "or pass the base model to add a new one."
+            )
         self._check_datasets(args, train_dataset, eval_dataset)
         self._check_push_to_hub(args)
         output_lock = acquire_output_dir_lock(args)  # one run per output_dir, taken before any model is loaded

@@ -256,6 +256,66 @@ def _adapter_of_depth(ctx, layers: int):
     return load_adapter(copy.deepcopy(ctx.model), ctx.tmp_path / "adapter")
 
 
+def _peft_model(ctx):
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(copy.deepcopy(ctx.model), LoraConfig(r=2, target_modules=TARGETS))
+
+
+def _load_adapter_onto_peft_model(ctx):
+    """`load_adapter` on a model that has an adapter already; that adapter must come through untouched."""
+    import torch
+
+    from diffusion_rl.evaluation import load_adapter
+
+    peft_model = _peft_model(ctx)
+    peft_model.save_pretrained(ctx.tmp_path / "adapter")
+    before = {k: v.clone() for k, v in peft_model.state_dict().items()}
+    try:
+        return load_adapter(peft_model, ctx.tmp_path / "adapter")
+    finally:
+        after = peft_model.state_dict()
+        assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def _nan_adapter(ctx):
+    """A saved adapter with a NaN in a LoRA B matrix; the base model must come back without LoRA layers."""
+    import torch
+
+    from diffusion_rl.evaluation import load_adapter
+
+    peft_model = _peft_model(ctx)
+    with torch.no_grad():
+        next(p for n, p in peft_model.named_parameters() if "lora_B" in n)[0, 0] = float("nan")
+    peft_model.save_pretrained(ctx.tmp_path / "adapter")
+    base = copy.deepcopy(ctx.model)
+    try:
+        return load_adapter(base, ctx.tmp_path / "adapter")
+    finally:
+        assert not any("lora_" in name for name, _ in base.named_modules())
+
+
+def _mask_id_outside_vocab(ctx):
+    model = copy.deepcopy(ctx.model)
+    model.config.mask_token_id = model.config.vocab_size
+    return _trainer(ctx, model=model)
+
+
+def _sft_nan_weights(ctx):
+    import torch
+    from datasets import Dataset
+
+    from diffusion_rl.sft_trainer import DiffusionSFTTrainer
+
+    model = copy.deepcopy(ctx.model)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[5] = float("nan")
+    data = Dataset.from_dict({"prompt": ["Who is the nurse?"], "completion": ["The nurse is a person."]})
+    return DiffusionSFTTrainer(
+        model, args=_sft_config(ctx, max_steps=1), train_dataset=data, processing_class=ctx.tokenizer
+    )
+
+
 def _model_without_mask(ctx):
     from diffusion_rl.models.tiny import build_tiny_model
 
@@ -584,7 +644,7 @@ CASES: list[Case] = [
         "config",
         ValueError,
         r"antithetic must be True or False, got str 'false'",
-        "A boolean field holds a string (`\"false\"` would be truthy).",
+        'A boolean field holds a string (`"false"` would be truthy).',
         "Pass `True` or `False`.",
         lambda ctx: _config(ctx, antithetic="false"),
     ),
@@ -997,6 +1057,45 @@ CASES: list[Case] = [
         _nan_weights,
     ),
     Case(
+        "trainer-peft-model-with-peft-config",
+        "trainer",
+        ValueError,
+        r"model is already a PeftModel and peft_config was given",
+        "A `PeftModel` and a `peft_config`: a second adapter was stacked on the first, the saved keys no longer "
+        "loaded on the base model, and the KL reference still held the inner adapter.",
+        "Pass `peft_config=None` to train the model's adapter, or pass the base model to add a new one.",
+        lambda ctx: _trainer(ctx, model=_peft_model(ctx)),
+    ),
+    Case(
+        "trainer-tokenizer-mask-differs",
+        "trainer",
+        ValueError,
+        r"tokenizer\.mask_token_id=4 but model\.config\.mask_token_id=2; they must be the same token",
+        "The tokenizer's mask token is not the model's (another model's tokenizer): a word or a chat-template token "
+        "served as the mask without a word, or the run failed at its first step with a misleading message.",
+        "Pass the model's own tokenizer.",
+        lambda ctx: _trainer(ctx, tokenizer=_tokenizer_with(ctx, mask_token="<|start_header_id|>")),
+    ),
+    Case(
+        "trainer-mask-id-outside-vocab",
+        "trainer",
+        ValueError,
+        r"model\.config\.mask_token_id=\d+ is not a token of the model's vocabulary",
+        "`model.config.mask_token_id` at or above `vocab_size` (or negative): a bare `IndexError` at the first step.",
+        "Set it to the id of the [MASK] token (126336 for LLaDA).",
+        _mask_id_outside_vocab,
+    ),
+    Case(
+        "sft-non-finite-weights",
+        "trainer",
+        _error("diffusion_rl.preflight", "NonFiniteWeightsError"),
+        r"the model has NaN or inf weights in 1 tensor\(s\): model\.embed_tokens\.weight",
+        "`DiffusionSFTTrainer` on a model with a NaN or inf weight: it trained (transformers logged the loss as 0.0) "
+        "and saved NaN adapters in every checkpoint.",
+        "Reload the checkpoint; check how the weights were produced.",
+        _sft_nan_weights,
+    ),
+    Case(
         "trainer-output-dir-in-use",
         "trainer",
         _error("diffusion_rl.output_lock", "OutputDirLockedError"),
@@ -1091,6 +1190,27 @@ CASES: list[Case] = [
         "`load_adapter` / `--adapter` gets a directory without a saved adapter.",
         "Pass the trainer's `output_dir` (or a `checkpoint-N` folder).",
         _missing_adapter,
+    ),
+    Case(
+        "adapter-onto-peft-model",
+        "models",
+        ValueError,
+        r"model is already a PeftModel \(adapters \['default'\]\); pass its base model",
+        "`load_adapter` on a model that has an adapter already: PEFT nested a second one, and undoing it after the "
+        "failed check stripped the caller's own adapter.",
+        "Pass the base model (`model.get_base_model()`), or add the adapter with `model.load_adapter(path, "
+        "adapter_name=...)`.",
+        _load_adapter_onto_peft_model,
+    ),
+    Case(
+        "adapter-non-finite",
+        "models",
+        _error("diffusion_rl.preflight", "NonFiniteWeightsError"),
+        r"the model has NaN or inf weights in 1 tensor\(s\): .*lora_B",
+        "`load_adapter` gets an adapter holding NaN or inf (a diverged run): evaluation wrote empty answers and a NaN "
+        "KL without a word.",
+        "Use an earlier checkpoint of the run; the base model is given back without the adapter.",
+        _nan_adapter,
     ),
     Case(
         "evaluation-no-temperatures",

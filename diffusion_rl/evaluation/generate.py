@@ -48,9 +48,21 @@ def load_adapter(model: torch.nn.Module, adapter_path: str | Path, *, adapter_na
             (e.g. trained on a deeper model), lacks tensors the model expects (a shallower one), or its shapes
             differ. The message gives the counts and the base model recorded in `adapter_config.json`; `model` is
             left without the adapter.
+        `NonFiniteWeightsError`: the adapter (or the model) holds NaN or inf values; `model` is left without the
+            adapter.
+        `ValueError`: `model` is already a `PeftModel` (nothing is changed).
     """
     from peft import PeftConfig, PeftModel
 
+    from ..preflight import NonFiniteWeightsError, check_finite_weights
+
+    if isinstance(model, PeftModel):
+        # PEFT would nest a second PeftModel, and undoing that after a failed check strips the caller's own adapter.
+        raise ValueError(
+            f"model is already a PeftModel (adapters {sorted(model.peft_config)}); pass its base model "
+            "(`model.get_base_model()`, or a freshly loaded one), or add this adapter with "
+            "`model.load_adapter(path, adapter_name=...)`."
+        )
     adapter_path = Path(adapter_path)
     if not (adapter_path / "adapter_config.json").is_file():
         raise FileNotFoundError(
@@ -77,7 +89,9 @@ def load_adapter(model: torch.nn.Module, adapter_path: str | Path, *, adapter_na
     try:
         # PEFT only logs extra tensors (a deeper model's layers) and leaves missing ones at their fresh init.
         check_adapter_fits(peft_model, adapter_path, adapter_name)
-    except AdapterMismatchError:
+        # A diverged run's adapter would evaluate to empty answers and a NaN KL without a word.
+        check_finite_weights(peft_model)
+    except (AdapterMismatchError, NonFiniteWeightsError):
         peft_model.unload()  # give the caller's model back without the injected LoRA layers
         raise
     return peft_model.eval()
