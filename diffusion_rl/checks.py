@@ -6,6 +6,18 @@ from __future__ import annotations
 
 from torch import nn
 
+# Keyword arguments of every reward call that do not come from the dataset (`compute_rewards`' own and the trainer's).
+RESERVED_REWARD_KWARGS = (
+    "prompts",
+    "completions",
+    "reward_weights",
+    "completion_ids",
+    "trainer_state",
+    "log_metric",
+    "log_extra",
+    "kl",
+)
+
 
 def check_prompt_column(dataset, name: str) -> None:
     """Raise a `ValueError` unless `dataset` (or each dataset of a dict) has a `prompt` column with no empty prompt."""
@@ -22,6 +34,14 @@ def check_prompt_column(dataset, name: str) -> None:
         raise ValueError(
             f"{name} has no 'prompt' column (columns: {columns}). Rename the column holding the prompts to 'prompt' "
             "(a string or a list of chat messages); other columns are passed to the reward functions as kwargs."
+        )
+    reserved = sorted(set(columns) & set(RESERVED_REWARD_KWARGS))
+    if reserved:
+        # The trainer's own keyword would replace the column's values (or clash with them) in every reward call.
+        raise ValueError(
+            f"{name} has column(s) {reserved} whose names the trainer passes to the reward functions itself "
+            f"({', '.join(RESERVED_REWARD_KWARGS)}); rename them (e.g. `dataset.rename_column({reserved[0]!r}, "
+            f"'{reserved[0]}_data')`)."
         )
     import datasets
 

@@ -316,6 +316,27 @@ def _sft_nan_weights(ctx):
     )
 
 
+def _neutral_choice(**columns):
+    """`NeutralChoiceReward` on one answer, with the given metadata columns over a valid ambiguous row."""
+    from diffusion_rl.bias.rewards.choice import NeutralChoiceReward
+
+    row = {
+        "question_options": [["He did", "She did", "Unknown"]],
+        "context_condition": ["ambiguous"],
+        "neutral_option_indices": [[2]],
+        "gold_option_index": [None],
+        "stereotyped_option_index": [0],
+    }
+    row.update(columns)
+    return NeutralChoiceReward()(["Who did it?"], ["C) Unknown. Nothing says."], **row)
+
+
+def _gendered_language(**kw):
+    from diffusion_rl.bias.rewards.lexicon import GenderedLanguageReward
+
+    return GenderedLanguageReward(**kw)
+
+
 def _model_without_mask(ctx):
     from diffusion_rl.models.tiny import build_tiny_model
 
@@ -906,6 +927,49 @@ CASES: list[Case] = [
         "`reward_funcs` holds something that is not callable (e.g. the name `'genbit'`).",
         "Pass callables, e.g. `GenBitReward()`; reward names are only understood by the main job's `--rewards`.",
         lambda ctx: _trainer(ctx, rewards=["genbit"]),
+    ),
+    Case(
+        "data-reserved-reward-column",
+        "data",
+        ValueError,
+        r"train_dataset has column\(s\) \['kl'\] whose names the trainer passes to the reward functions itself",
+        "A dataset column named like a keyword the trainer passes to every reward (`kl`, `completion_ids`, "
+        "`trainer_state`, `log_metric`, `log_extra`; `prompts`, `completions`, `reward_weights`): the trainer's value "
+        "replaced the column's without a word, or the first step failed with a bare `TypeError`.",
+        "Rename the column.",
+        lambda ctx: _trainer(
+            ctx, dataset=_prompts("Who is the nurse?", "Who is the pilot?").add_column("kl", [1.0, 2.0])
+        ),
+    ),
+    Case(
+        "reward-choice-options-not-a-list",
+        "rewards",
+        ValueError,
+        r"row 0: question_options must be a list of option texts, got 'He did\|She did\|Unknown'",
+        "`NeutralChoiceReward` gets `question_options` as one string: it was read as a list of characters and scored.",
+        "Give each row a list of option texts.",
+        lambda ctx: _neutral_choice(question_options=["He did|She did|Unknown"]),
+    ),
+    Case(
+        "reward-choice-index-out-of-range",
+        "rewards",
+        ValueError,
+        r"row 0: gold_option_index holds 7, which is not an index of its 3 question_options \(0-2\)",
+        "`gold_option_index` / `neutral_option_indices` outside the row's options (or not integers): every answer "
+        "was scored wrong, a constant reward without a word.",
+        "Fix the row's indices (0-based, within its options).",
+        lambda ctx: _neutral_choice(gold_option_index=[7], context_condition=["disambiguated"]),
+    ),
+    Case(
+        "reward-constructor-string-bool",
+        "rewards",
+        ValueError,
+        r"pronouns_only must be True or False, got str",
+        'A reward class gets a string for a boolean option (`GenderedLanguageReward(pronouns_only="false")`, '
+        '`NeutralChoiceReward(require_restated_option="false")`: truthy, so the option was on) or a '
+        "non-finite score.",
+        "Pass `True` / `False` and finite numbers.",
+        lambda ctx: _gendered_language(pronouns_only="false"),
     ),
     Case(
         "reward-weights-length",

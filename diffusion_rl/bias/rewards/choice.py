@@ -7,6 +7,7 @@ answer is the gold option. :class:`NeutralChoiceReward` pays for exactly that.
 
 from __future__ import annotations
 
+import numbers
 import re
 import string
 from collections.abc import Sequence
@@ -166,6 +167,35 @@ def _condition(value: Any) -> str | None:
     )
 
 
+def _check_choice_row(i: int, options: Any, neutral: Any, gold: Any) -> None:
+    """Raise a `ValueError` naming row `i` and the column unless its choice metadata is usable (a string of options
+    would be read as a list of characters, an index out of range would make every answer "wrong")."""
+    if isinstance(options, str) or not all(isinstance(o, str) for o in options):
+        raise ValueError(
+            f"row {i}: question_options must be a list of option texts, got {options!r}; split the options into a "
+            "list (one string per option)."
+        )
+
+    def check_index(column: str, value: Any) -> None:
+        # Integral floats (1.0) are what a column with missing values becomes in pandas.
+        whole = isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer()
+        if not whole or not 0 <= value < len(options):
+            raise ValueError(
+                f"row {i}: {column} holds {value!r}, which is not an index of its {len(options)} question_options "
+                f"(0-{len(options) - 1})."
+            )
+
+    if neutral is not None:
+        if isinstance(neutral, (str, bytes)) or not isinstance(neutral, Sequence):
+            raise ValueError(
+                f"row {i}: neutral_option_indices must be a list of option indices, got {neutral!r} (e.g. [2])."
+            )
+        for value in neutral:
+            check_index("neutral_option_indices", value)
+    if gold is not None:
+        check_index("gold_option_index", gold)
+
+
 class NeutralChoiceReward:
     """Reward the unbiased answer of multiple-choice questions.
 
@@ -208,10 +238,15 @@ class NeutralChoiceReward:
         unparsable: float = -1.0,
         require_restated_option: bool = False,
     ):
+        from ...validation import check_bool, check_float
+
+        for name, value in (("correct", correct), ("wrong", wrong), ("unparsable", unparsable)):
+            check_float(name, value)
+        check_bool("require_restated_option", require_restated_option)  # bool("false") would be True
         self.correct = float(correct)
         self.wrong = float(wrong)
         self.unparsable = float(unparsable)
-        self.require_restated_option = bool(require_restated_option)
+        self.require_restated_option = require_restated_option
         if self.require_restated_option:
             self.name = "neutral_choice_restated"
         self.last_metrics: dict[str, float] = {}
@@ -231,6 +266,8 @@ class NeutralChoiceReward:
         hits, unparsed, ambiguous, ambiguous_neutral, ambiguous_stereo = 0, 0, 0, 0, 0
         for i in range(n):
             condition = _condition(conditions[i])
+            if options[i]:
+                _check_choice_row(i, options[i], neutral[i], gold[i])
             targets = None
             if options[i] and condition == "ambiguous" and neutral[i]:
                 targets = {int(j) for j in neutral[i]}

@@ -206,14 +206,18 @@ class GenderedLanguageReward:
         only_where_gender_is_open: bool = False,
         per: str = "word",
     ):
+        from ...validation import check_bool, check_float
+
         if per not in ("word", "answer"):
             raise ValueError(f"per must be 'word' (a rate) or 'answer' (any gendered word), got {per!r}.")
         scale = (4.0 if per == "word" else 1.0) if scale is None else scale
-        if not scale > 0:
-            raise ValueError(f"scale must be > 0, got {scale}.")
+        check_float("scale", scale, minimum=0.0, min_inclusive=False)
+        # A string such as "false" would be truthy.
+        check_bool("pronouns_only", pronouns_only)
+        check_bool("only_where_gender_is_open", only_where_gender_is_open)
         self.scale = float(scale)
         self.pronouns_only = pronouns_only
-        self.only_where_gender_is_open = bool(only_where_gender_is_open)
+        self.only_where_gender_is_open = only_where_gender_is_open
         self.per = per
         self.name = ("gendered_pronouns" if pronouns_only else "gendered_language") + (
             "_per_answer" if per == "answer" else ""
