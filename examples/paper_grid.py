@@ -101,6 +101,7 @@ GRID_FLAGS = (
     "--eval_unseen_roles_temperatures",
     "--model_name_or_path",
     "--skip_eval",
+    "--overwrite_output_dir",
 )
 # Sampler fields of the recipe <- keys of DEFAULT_SAMPLER_SETTINGS.
 SAMPLER_FIELDS = {"steps": "steps", "max_completion_length": "gen_length", "block_length": "block_length"}
@@ -355,7 +356,8 @@ def run_cell(cell: dict[str, Any], reuse: bool) -> dict[str, Any]:
     cell_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(cell, indent=2) + "\n")
     print(f"\nsize {cell['size']}: python examples/train_llada_bias.py {' '.join(cell['argv'])}", flush=True)
-    return main_job.main(cell["argv"])
+    # A cell that is not reused is run again from scratch: replace what an earlier run left in its folder.
+    return main_job.main([*cell["argv"], "--overwrite_output_dir", "true"])
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -191,6 +191,19 @@ def _job(ctx, argv: list[str]):
     return train_bias.main(argv)
 
 
+def _job_into_previous_run(ctx):
+    """The main job into the folder of a finished run, whose files must come through untouched."""
+    out = ctx.tmp_path / "out"
+    out.mkdir()
+    (out / "adapter_model.safetensors").write_bytes(b"weights of the first run")
+    (out / "train_log.jsonl").write_text('{"step": 60}\n')
+    try:
+        return _job(ctx, ["--output_dir", str(out)])
+    finally:
+        assert (out / "adapter_model.safetensors").read_bytes() == b"weights of the first run"
+        assert (out / "train_log.jsonl").read_text() == '{"step": 60}\n'
+
+
 def _without_gpu(ctx, argv: list[str]):
     """The main job on a machine that has no GPU (skipped where one is visible: there bf16 is valid)."""
     import torch
@@ -1413,6 +1426,44 @@ CASES: list[Case] = [
         "`--lora_dropout 1.5`: torch refused it only after the model had loaded, without naming the flag.",
         "Pass a probability in [0, 1).",
         lambda ctx: _job(ctx, ["--lora_dropout", "1.5", "--output_dir", str(ctx.tmp_path / "out")]),
+    ),
+    Case(
+        "job-output-dir-holds-a-run",
+        "job/CLI",
+        FileExistsError,
+        r"already holds a run of this job \(adapter_model\.safetensors, train_log\.jsonl\)",
+        "`--output_dir` of a finished run: the new run replaced its adapter and appended to its `train_log.jsonl`, "
+        "and the old run's reports were listed as the new one's.",
+        "Pass a new `--output_dir`, `--resume_from_checkpoint` to continue that run, or `--overwrite_output_dir true` "
+        "to replace it.",
+        lambda ctx: _job_into_previous_run(ctx),
+    ),
+    Case(
+        "job-repeated-reward",
+        "job/CLI",
+        ValueError,
+        r"reward\(s\) \['genbit'\] listed more than once in --rewards",
+        "`--rewards genbit genbit`: the reward counted twice under one logged name.",
+        "List each reward once; weight it with `--reward_weights`.",
+        lambda ctx: _job(ctx, ["--rewards", "genbit", "genbit", "--output_dir", str(ctx.tmp_path / "out")]),
+    ),
+    Case(
+        "job-dataset-checked-before-model",
+        "job/CLI",
+        ValueError,
+        r"train_dataset has column\(s\) \['kl'\] whose names the trainer passes",
+        "`--dataset_name` with a file the trainer refuses (here a column named `kl`): the error came after the model "
+        "had loaded.",
+        "Fix the file; the job now reads and checks it before loading the model.",
+        lambda ctx: _job(
+            ctx,
+            [
+                "--dataset_name",
+                str(_file(ctx, "data.jsonl", '{"prompt": "Who is the nurse?", "kl": 1}\n' * 8)),
+                "--output_dir",
+                str(ctx.tmp_path / "out"),
+            ],
+        ),
     ),
     Case(
         "cli-train-output-dir-not-writable",

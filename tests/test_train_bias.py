@@ -192,3 +192,23 @@ def test_help_renders(capsys):
     with pytest.raises(SystemExit) as exit_info:
         train_bias.parse_args(["--help"])
     assert exit_info.value.code == 0 and "--logprob_recompute" in capsys.readouterr().out
+
+
+def test_previous_run_is_refused_replaced_or_resumed(tmp_path):
+    """A folder with a finished run is refused; `--overwrite_output_dir` removes its log and reports (the adapter is
+    then overwritten by the new save); a resume keeps everything; a user's own file is never touched."""
+    import pytest
+
+    from diffusion_rl.bias.train import check_previous_run
+
+    check_previous_run(tmp_path, overwrite=False, resuming=False)  # an empty folder is fine
+    files = {"adapter_model.safetensors": "w", "train_log.jsonl": "{}", "report.md": "r", "notes.txt": "mine"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(FileExistsError, match="--overwrite_output_dir true"):
+        check_previous_run(tmp_path, overwrite=False, resuming=False)
+    check_previous_run(tmp_path, overwrite=False, resuming=True)
+    assert all((tmp_path / name).read_text() == text for name, text in files.items())
+    check_previous_run(tmp_path, overwrite=True, resuming=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_model.safetensors", "notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -129,6 +129,13 @@ class BiasScriptArguments:
         default=True, metadata={"help": EVAL_SEQUENCE_KL_HELP + " The main evaluation only, not the unseen roles."}
     )
     skip_eval: bool = field(default=False, metadata={"help": "Train and save only (no before/after report)."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace a finished run of this job in `output_dir` (its adapter, train_log.jsonl and reports); "
+            "without it such a folder is refused (`--resume_from_checkpoint` continues a run instead)."
+        },
+    )
     cache_dir: str | None = field(
         default=None, metadata={"help": "Cache root of the embedded default model (defaults to $HF_HOME)."}
     )
@@ -301,6 +308,28 @@ def check_output_dir(output_dir: str) -> Path:
     return path
 
 
+# What a finished run of this job leaves in its output_dir: a new run would replace its adapter and append to its log.
+PREVIOUS_RUN_FILES = ("adapter_model.safetensors", "train_log.jsonl", "report.json", "report.md", "records.jsonl")
+# Removed by --overwrite_output_dir, so that no report of the old run is listed as the new one's.
+STALE_RUN_FILES = ("train_log.jsonl", "report.json", "report.md", "records.jsonl", "metrics.csv", "comparison.csv")
+
+
+def check_previous_run(output_dir: Path, *, overwrite: bool, resuming: bool) -> None:
+    """Refuse an `output_dir` that holds a finished run of this job unless told to replace it (then remove its logs
+    and reports) or to resume it."""
+    found = [name for name in PREVIOUS_RUN_FILES if (output_dir / name).exists()]
+    if not found or resuming:
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"output_dir {str(output_dir)!r} already holds a run of this job ({', '.join(found)}): a new run would "
+            "replace its adapter and mix its training log with this one. Pass a new --output_dir, "
+            "--resume_from_checkpoint to continue that run, or --overwrite_output_dir true to replace it."
+        )
+    for name in STALE_RUN_FILES:
+        (output_dir / name).unlink(missing_ok=True)
+
+
 def check_model_args(model_args) -> None:
     """Refuse the `trl.ModelConfig` options this job cannot honour, before anything loads (a listed flag must work
     or be refused, never be silently ignored)."""
@@ -419,6 +448,12 @@ def make_rewards(names: list[str], *, where_gender_is_open: bool = False) -> lis
             pronouns_only=True, only_where_gender_is_open=where_gender_is_open, per="answer"
         ),
     }
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # each would count again under one logged name
+        raise ValueError(
+            f"reward(s) {repeated} listed more than once in --rewards; list each once and weight it with "
+            "--reward_weights instead."
+        )
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown reward(s) {unknown}; choose from {sorted(known)} (the KL term comes from kl_coef).")
@@ -484,6 +519,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, An
     from ..output_lock import acquire_output_dir_lock
 
     acquire_output_dir_lock(training_args)
+    resuming = training_args.resume_from_checkpoint not in (None, False, "false", "False")
+    check_previous_run(output_dir, overwrite=script_args.overwrite_output_dir, resuming=resuming)
     from ..cpu_threads import set_cpu_threads
 
     set_cpu_threads(script_args.cpu_threads, on_cpu=training_args.device.type == "cpu")
@@ -508,8 +545,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, An
         model_args.lora_target_modules = ["q_proj", "k_proj", "v_proj", "o_proj"]  # the seed's (o_proj = attn_out)
     peft_config = get_peft_config(model_args)
 
-    model, tokenizer = load_model_and_tokenizer(model_args, script_args)
+    # The data and the rewards are read and checked before the model loads (minutes for LLaDA-8B): a bad file or
+    # column fails first. The trainer checks them again, with the tokenizer.
+    from ..checks import check_reward_funcs
+
     train_dataset, eval_sets = load_datasets(script_args, eval_seed=training_args.seed)
+    in_training_eval = eval_sets.get("main") if training_args.eval_strategy != "no" else None
+    check_reward_funcs(rewards, training_args.reward_weights)
+    DiffusionReinforceTrainer._check_datasets(training_args, train_dataset, in_training_eval)
+    model, tokenizer = load_model_and_tokenizer(model_args, script_args)
     trainer = DiffusionReinforceTrainer(
         model=model,
         reward_funcs=rewards,
@@ -517,7 +561,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, An
         train_dataset=train_dataset,
         # In-training evaluation (--eval_strategy steps --eval_steps N [--num_generations_eval G]) on the main
         # held-out set, on the evaluation's own RNG streams (the training run is the same with or without it).
-        eval_dataset=eval_sets.get("main") if training_args.eval_strategy != "no" else None,
+        eval_dataset=in_training_eval,
         processing_class=tokenizer,
         peft_config=peft_config,
     )
