@@ -230,6 +230,18 @@ def _cli_before_model(ctx, argv: list[str]):
     return cli.main(argv)
 
 
+def _evaluate_into_report(ctx):
+    """`diffusion-rl evaluate` into a folder holding a report, which must come through untouched."""
+    out = ctx.tmp_path / "run"
+    out.mkdir()
+    (out / "report.md").write_text("the training run's report")
+    (out / "records.jsonl").write_text("{}\n")
+    try:
+        return _cli_before_model(ctx, ["evaluate", "--adapter_name_or_path", str(out), "--output_dir", str(out)])
+    finally:
+        assert (out / "report.md").read_text() == "the training run's report"
+
+
 def _not_a_directory(ctx) -> str:
     # A path below a regular file cannot be created even by root (chmod does not stop root; this does).
     blocker = ctx.tmp_path / "file"
@@ -1493,6 +1505,16 @@ CASES: list[Case] = [
         lambda ctx: _cli_before_model(
             ctx, ["evaluate", "--adapter_name_or_path", str(ctx.tmp_path), "--eval_temperatures", "-1"]
         ),
+    ),
+    Case(
+        "cli-evaluate-output-dir-holds-a-report",
+        "job/CLI",
+        SystemExit,
+        r"already holds a report \(report\.md, records\.jsonl\); pass another --output_dir",
+        "`diffusion-rl evaluate --output_dir DIR` where `DIR` holds a report (e.g. the training run's own): it was "
+        "replaced without a word.",
+        "Pass another `--output_dir`, or `--overwrite_output_dir true` to replace the report.",
+        lambda ctx: _evaluate_into_report(ctx),
     ),
     Case(
         "cli-evaluate-output-dir-not-writable",

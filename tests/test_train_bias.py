@@ -98,8 +98,18 @@ def test_main_job_trains_saves_and_reports(tiny_job):
     assert {r["question_type"] for r in records} == {"multiple_choice", "free_text"}
     assert {r["split"] for r in records} == {"test_seen_roles"}
     assert {r["temperature"] for r in records} == {0.0, 0.7}
-    for key in ("id", "question_options", "context_condition", "gold_option_index", "stereotyped_option_index",
-                "neutral_option_indices", "occupation", "completion", "variant", "temperature"):
+    for key in (
+        "id",
+        "question_options",
+        "context_condition",
+        "gold_option_index",
+        "stereotyped_option_index",
+        "neutral_option_indices",
+        "occupation",
+        "completion",
+        "variant",
+        "temperature",
+    ):
         assert key in records[0], key
     rows = {r["metric"]: r for r in saved["before_after"]}
     kl_labels = (
@@ -212,3 +222,15 @@ def test_previous_run_is_refused_replaced_or_resumed(tmp_path):
     check_previous_run(tmp_path, overwrite=True, resuming=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_model.safetensors", "notes.txt"]
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_one_lora_target_module_stays_a_module_name():
+    """trl.ModelConfig makes `--lora_target_modules q_proj` a string, which PEFT would read as a full-name regex."""
+    from trl import ModelConfig
+
+    from diffusion_rl.bias.train import check_model_args
+
+    for given, expected in (("q_proj", ["q_proj"]), ("all-linear", "all-linear"), (["q_proj", "v_proj"], None)):
+        args = ModelConfig(use_peft=True, lora_target_modules=given)
+        check_model_args(args)
+        assert args.lora_target_modules == (given if expected is None else expected)

@@ -163,7 +163,13 @@ def cmd_evaluate(argv: list[str]) -> None:
     from .train import before_after_table, check_output_dir, print_table
 
     # Both before loading the model: an unwritable output_dir used to fail only when saving, after the generation.
-    check_output_dir(eval_args.output_dir)
+    output_dir = check_output_dir(eval_args.output_dir)
+    found = [name for name in ("report.md", "records.jsonl") if (output_dir / name).exists()]
+    if found and not eval_args.overwrite_output_dir:  # e.g. a training run's own report
+        raise SystemExit(
+            f"diffusion-rl evaluate: {output_dir} already holds a report ({', '.join(found)}); pass another "
+            "--output_dir, or --overwrite_output_dir true to replace it."
+        )
     dataset = _eval_dataset(eval_args, model_args.seed)
     from .evaluation import evaluate_model, report_evaluation
 

@@ -125,6 +125,10 @@ class EvaluateArguments:
     eval_batch_size: int = field(default=32, metadata={"help": "Prompts per sampler call."})
     eval_sequence_kl: bool = field(default=True, metadata={"help": EVAL_SEQUENCE_KL_HELP})
     output_dir: str = field(default="outputs/eval", metadata={"help": "Where the report is written."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace the report already in `output_dir` (without it such a folder is refused)."},
+    )
     with_training: bool = field(
         default=False, metadata={"help": "Also plot the training curves logged in the adapter's folder."}
     )

@@ -341,6 +341,11 @@ def check_model_args(model_args) -> None:
         )
     if not model_args.use_peft:
         raise ValueError("the main job trains a LoRA adapter: keep use_peft true (the KL term needs the base model).")
+    targets = model_args.lora_target_modules
+    if isinstance(targets, str) and targets != "all-linear":
+        # trl.ModelConfig turns a one-item --lora_target_modules into a string, which PEFT reads as a regex over
+        # the full module name: `q_proj` alone would match nothing.
+        model_args.lora_target_modules = [targets]
     from ..validation import check_float, check_int
 
     # PEFT would refuse some of these only after the model has loaded (minutes for LLaDA-8B), with a message that
