@@ -264,6 +264,7 @@ class DiffusionSFTTrainer(Trainer):
 
         # ---- every row, before any compute ----
         self.completion_length = self._check_datasets(processing_class, args, datasets)
+        self._check_positions(model, args)
         # NaN/inf weights would train on (transformers logs such a loss as 0.0) and be saved in every checkpoint.
         check_finite_weights(model)
 
@@ -353,6 +354,7 @@ class DiffusionSFTTrainer(Trainer):
             "messages_field": args.dataset_messages_field,
         }
         longest, longest_where = 0, ""
+        self._longest_prompt: tuple[int, str] = (0, "")  # (tokens, where), for _check_positions
         answer_lengths: dict[str, list[int]] = {}
         for name, dataset in datasets.items():
             if not hasattr(dataset, "__len__"):
@@ -373,7 +375,10 @@ class DiffusionSFTTrainer(Trainer):
                 )
             rows = dataset.to_list() if hasattr(dataset, "to_list") else [dataset[i] for i in range(len(dataset))]
             pairs = [split_sft_example(row, f"{name} row {i}", **fields) for i, row in enumerate(rows)]
-            self._check_prompts(tokenizer, [p for p, _ in pairs], args, name)
+            prompt_lengths = self._check_prompts(tokenizer, [p for p, _ in pairs], args, name)
+            i = max(range(len(prompt_lengths)), key=prompt_lengths.__getitem__)
+            if prompt_lengths[i] > self._longest_prompt[0]:
+                self._longest_prompt = (prompt_lengths[i], f"{name} row {i}")
             # The answer as tokenize_sft_pairs lays it out: its tokens, then the EOT.
             ids = tokenizer([a for _, a in pairs], add_special_tokens=False)["input_ids"]
             for i, row_ids in enumerate(ids):
@@ -395,15 +400,33 @@ class DiffusionSFTTrainer(Trainer):
                     )
         return args.completion_length
 
-    def _check_prompts(self, tokenizer, prompts: list, args: DiffusionSFTConfig, name: str) -> None:
-        """Render every prompt as the collator will (chat template, system prompt, length limit)."""
+    def _check_positions(self, model, args: DiffusionSFTConfig) -> None:
+        """The longest rendered prompt plus the answer slot must fit the model's positions (RoPE beyond the trained
+        range gives garbage without an error)."""
+        limit = getattr(model.config, "max_position_embeddings", None)
+        length, where = self._longest_prompt
+        where = where or "the rows"  # a streaming dataset's prompts are not measured in advance
+        if limit is not None and length + self.completion_length > limit:
+            raise ValueError(
+                f"{where}: its prompt is {length} tokens and the answer slot {self.completion_length}, "
+                f"{length + self.completion_length} in all, more than the model's max_position_embeddings "
+                f"({limit}); set max_prompt_length (keeps the prompt's end) or shorten the rows, or lower "
+                "completion_length."
+            )
+
+    def _check_prompts(self, tokenizer, prompts: list, args: DiffusionSFTConfig, name: str) -> list[int]:
+        """Render every prompt as the collator will (chat template, system prompt, length limit); return each
+        rendered prompt's length in tokens."""
         chunk = 256
+        lengths: list[int] = []
         for start in range(0, len(prompts), chunk):
             part = prompts[start : start + chunk]
             try:
-                ids = tokenize_prompts(
+                rendered = tokenize_prompts(
                     tokenizer, part, max_prompt_length=args.max_prompt_length, system_prompt=args.system_prompt
-                )["input_ids"]  # (n, P)
+                )
+                ids = rendered["input_ids"]  # (n, P)
+                lengths += rendered["attention_mask"].sum(dim=1).tolist()
             except (TypeError, ValueError):
                 for j, prompt in enumerate(part):  # find the row, then name it
                     try:
@@ -421,6 +444,7 @@ class DiffusionSFTTrainer(Trainer):
                 raise ValueError(
                     f"{name} row {start + int(bad[0])}: the prompt contains the mask token; remove it from the text."
                 )
+        return lengths
 
     # ------------------------------------------------------------------ data
 

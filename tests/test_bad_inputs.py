@@ -362,6 +362,21 @@ def _gendered_language(**kw):
     return GenderedLanguageReward(**kw)
 
 
+def _sft_long_prompt(ctx):
+    from datasets import Dataset
+
+    from diffusion_rl.sft_trainer import DiffusionSFTTrainer
+
+    limit = ctx.model.config.max_position_embeddings
+    data = Dataset.from_dict({"prompt": ["Who is the nurse?", "word " * limit], "completion": ["A person."] * 2})
+    return DiffusionSFTTrainer(
+        copy.deepcopy(ctx.model),
+        args=_sft_config(ctx, max_steps=1),
+        train_dataset=data,
+        processing_class=ctx.tokenizer,
+    )
+
+
 def _model_without_mask(ctx):
     from diffusion_rl.models.tiny import build_tiny_model
 
@@ -1183,6 +1198,17 @@ CASES: list[Case] = [
         "and saved NaN adapters in every checkpoint.",
         "Reload the checkpoint; check how the weights were produced.",
         _sft_nan_weights,
+    ),
+    Case(
+        "sft-prompt-exceeds-max-positions",
+        "trainer",
+        ValueError,
+        r"train_dataset row 1: its prompt is \d+ tokens and the answer slot \d+, \d+ in all, more than the model's "
+        r"max_position_embeddings \(\d+\)",
+        "`DiffusionSFTTrainer` on a row whose prompt and answer slot exceed the model's positions: it trained without "
+        "an error (RoPE beyond the trained range).",
+        "Set `max_prompt_length` (keeps the prompt's end), shorten the rows, or lower `completion_length`.",
+        lambda ctx: _sft_long_prompt(ctx),
     ),
     Case(
         "trainer-output-dir-in-use",
