@@ -73,6 +73,18 @@ def test_training_curves_from_trainer_state(tmp_path):
     assert plot.panels[-1] == "GenBit bias of the completions" and _png_size(plot.path) == (1350, 660)
 
 
+def test_log_history_from_the_bias_jobs_train_log(tmp_path):
+    """The bias job saves no checkpoint by default: its `train_log.jsonl` (one log dict a line) is the history."""
+    import pytest
+
+    (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in LOG_HISTORY) + "\n")
+    assert load_log_history(tmp_path) == LOG_HISTORY
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": LOG_HISTORY[:1]}))
+    assert load_log_history(tmp_path) == LOG_HISTORY[:1]  # the trainer's own state wins
+    with pytest.raises(FileNotFoundError, match="no trainer_state.json \\(or train_log.jsonl\\)"):
+        load_log_history(tmp_path / "empty")
+
+
 def test_labels_in_words_and_the_moving_average():
     assert metric_label("kl") == MetricLabel(
         "KL from the base model, completion masked", "KL(adapter || base), nats per position"

@@ -234,3 +234,21 @@ def test_one_lora_target_module_stays_a_module_name():
         args = ModelConfig(use_peft=True, lora_target_modules=given)
         check_model_args(args)
         assert args.lora_target_modules == (given if expected is None else expected)
+
+
+def test_flags_that_would_do_nothing_are_warned_about():
+    import warnings
+
+    import pytest
+
+    from diffusion_rl.bias.train import BiasScriptArguments
+
+    with pytest.warns(UserWarning, match=r"--train_size, --question_type shape the synthetic data only"):
+        BiasScriptArguments(dataset_name="my.jsonl", train_size=3, question_type="free_text")
+    with pytest.warns(UserWarning, match="every evaluation size is 0"):
+        BiasScriptArguments(eval_size=0, eval_free_text_size=0, eval_unseen_roles_size=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the defaults, a file with default synthetic fields, and --skip_eval: silent
+        BiasScriptArguments()
+        BiasScriptArguments(dataset_name="my.jsonl")
+        BiasScriptArguments(eval_size=0, eval_free_text_size=0, eval_unseen_roles_size=0, skip_eval=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 COMMANDS = {
@@ -172,6 +173,11 @@ def cmd_evaluate(argv: list[str]) -> None:
         )
     dataset = _eval_dataset(eval_args, model_args.seed)
     from .evaluation import evaluate_model, report_evaluation
+
+    if eval_args.with_training and Path(model_args.adapter_name_or_path).is_dir():
+        from ..evaluation.plots import load_log_history
+
+        load_log_history(model_args.adapter_name_or_path)  # a missing log fails now, not after the generation
 
     model, tokenizer, base = load_model(model_args)
     settings = to_sampler_kwargs(_sampler_settings(sampler_args, base))

@@ -163,6 +163,23 @@ class BiasScriptArguments:
             )
         for name in ("eval_temperatures", "eval_unseen_roles_temperatures"):
             check_temperatures(name, getattr(self, name))
+        if self.dataset_name is not None:
+            ignored = [
+                f"--{n}" for n in SYNTHETIC_ONLY_FIELDS if getattr(self, n) != self.__dataclass_fields__[n].default
+            ]
+            if ignored:
+                warnings.warn(
+                    f"{', '.join(ignored)} shape the synthetic data only; with --dataset_name they are ignored (the "
+                    "whole file is the training set).",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        if not self.skip_eval and not any(getattr(self, name) for name in SCALED_EVAL_FIELDS):
+            warnings.warn(
+                "every evaluation size is 0: there will be no before/after report (the same as --skip_eval).",
+                UserWarning,
+                stacklevel=2,
+            )
 
 
 # The flags most runs touch, listed first in `--help` (the full list follows: every TrainingArguments field works).
@@ -187,6 +204,8 @@ DEFAULT_MODEL_CODE = "from diffusion_rl.bias import load_default_model\n\nbase, 
 QUESTION_TYPE_CHOICES = ("multiple_choice", "free_text", "all")
 # Smallest scaled-down evaluation: a quick try still gets a readable before/after table.
 MIN_SCALED_EVAL_SIZE = 8
+# Fields that shape the synthetic training data, and mean nothing with --dataset_name.
+SYNTHETIC_ONLY_FIELDS = ("train_size", "question_type", "data_seed_subset")
 # The before/after evaluation sizes a quick try (`--max_steps` below the recipe's) scales down.
 SCALED_EVAL_FIELDS = ("eval_size", "eval_free_text_size", "eval_unseen_roles_size")
 

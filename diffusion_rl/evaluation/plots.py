@@ -140,7 +140,8 @@ def _save(fig, path: str | Path, panels: list[str]) -> Plot:
 def load_log_history(source: str | Path | Sequence[Mapping]) -> list[dict]:
     """The trainer's `log_history`, from a list, a `trainer_state.json` file or an output directory.
 
-    A directory is searched for `trainer_state.json`, then for the one in its latest `checkpoint-<step>` folder.
+    A directory is searched for `trainer_state.json`, then for the one in its latest `checkpoint-<step>` folder, then
+    for `train_log.jsonl` (one log dict a line, what the bias job writes when it saves no checkpoint).
     """
     if not isinstance(source, (str, Path)):
         return [dict(entry) for entry in source]
@@ -152,8 +153,13 @@ def load_log_history(source: str | Path | Sequence[Mapping]) -> list[dict]:
         checkpoints.sort(key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True)
         candidates += [c / "trainer_state.json" for c in checkpoints]
         path = next((c for c in candidates if c.is_file()), candidates[0])
+        if not path.is_file() and (Path(source) / "train_log.jsonl").is_file():
+            lines = (Path(source) / "train_log.jsonl").read_text().splitlines()
+            return [json.loads(line) for line in lines if line.strip()]
     if not path.is_file():
-        raise FileNotFoundError(f"no trainer_state.json at {source}; pass the trainer's output_dir or log_history.")
+        raise FileNotFoundError(
+            f"no trainer_state.json (or train_log.jsonl) at {source}; pass the trainer's output_dir or log_history."
+        )
     return list(json.loads(path.read_text())["log_history"])
 
 
