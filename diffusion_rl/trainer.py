@@ -136,6 +136,11 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
         # Tokenizer, first rows, special tokens, lengths, finite weights: before the model is wrapped.
         check_before_wrapping(args, model, processing_class, train_dataset, eval_dataset)
         model = self._wrap_with_peft(model, peft_config, args.seed)
+        if not any(p.requires_grad for p in model.parameters()):  # the first step would fail, after its rollouts
+            raise ValueError(
+                "the model has no parameter with requires_grad=True: nothing would be trained. Pass a peft_config "
+                "(or a PeftModel), or unfreeze the parameters to train."
+            )
         reward_funcs, weights = self._add_kl_reward(args, model, reward_funcs, weights)
 
         super().__init__(

@@ -377,6 +377,12 @@ def _sft_long_prompt(ctx):
     )
 
 
+def _frozen_model(ctx):
+    model = copy.deepcopy(ctx.model)
+    model.requires_grad_(False)
+    return model
+
+
 def _model_without_mask(ctx):
     from diffusion_rl.models.tiny import build_tiny_model
 
@@ -1209,6 +1215,16 @@ CASES: list[Case] = [
         "an error (RoPE beyond the trained range).",
         "Set `max_prompt_length` (keeps the prompt's end), shorten the rows, or lower `completion_length`.",
         lambda ctx: _sft_long_prompt(ctx),
+    ),
+    Case(
+        "trainer-nothing-to-train",
+        "trainer",
+        ValueError,
+        r"the model has no parameter with requires_grad=True: nothing would be trained",
+        "A model whose parameters are all frozen, without a `peft_config`: a bare `RuntimeError` at the first step, "
+        "after its rollouts.",
+        "Pass a `peft_config` (or a `PeftModel`), or unfreeze the parameters to train.",
+        lambda ctx: _trainer(ctx, model=_frozen_model(ctx), peft=False, kl_coef=0.0),
     ),
     Case(
         "trainer-output-dir-in-use",
