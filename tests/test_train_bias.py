@@ -209,17 +209,19 @@ def test_previous_run_is_refused_replaced_or_resumed(tmp_path):
     then overwritten by the new save); a resume keeps everything; a user's own file is never touched."""
     import pytest
 
-    from diffusion_rl.bias.train import check_previous_run
+    from diffusion_rl.bias.train import check_previous_run, clear_previous_run
 
-    check_previous_run(tmp_path, overwrite=False, resuming=False)  # an empty folder is fine
+    assert check_previous_run(tmp_path, overwrite=False, resuming=False) == []  # an empty folder is fine
     files = {"adapter_model.safetensors": "w", "train_log.jsonl": "{}", "report.md": "r", "notes.txt": "mine"}
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     with pytest.raises(FileExistsError, match="--overwrite_output_dir true"):
         check_previous_run(tmp_path, overwrite=False, resuming=False)
-    check_previous_run(tmp_path, overwrite=False, resuming=True)
-    assert all((tmp_path / name).read_text() == text for name, text in files.items())
-    check_previous_run(tmp_path, overwrite=True, resuming=False)
+    assert check_previous_run(tmp_path, overwrite=False, resuming=True) == []
+    stale = check_previous_run(tmp_path, overwrite=True, resuming=False)
+    assert all((tmp_path / name).read_text() == text for name, text in files.items())  # nothing removed yet
+    assert sorted(p.name for p in stale) == ["report.md", "train_log.jsonl"]
+    clear_previous_run(stale)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_model.safetensors", "notes.txt"]
     assert (tmp_path / "notes.txt").read_text() == "mine"
 

@@ -333,20 +333,28 @@ PREVIOUS_RUN_FILES = ("adapter_model.safetensors", "train_log.jsonl", "report.js
 STALE_RUN_FILES = ("train_log.jsonl", "report.json", "report.md", "records.jsonl", "metrics.csv", "comparison.csv")
 
 
-def check_previous_run(output_dir: Path, *, overwrite: bool, resuming: bool) -> None:
-    """Refuse an `output_dir` that holds a finished run of this job unless told to replace it (then remove its logs
-    and reports) or to resume it."""
+def check_previous_run(output_dir: Path, *, overwrite: bool, resuming: bool) -> list[Path]:
+    """Refuse an `output_dir` that holds a finished run of this job unless told to replace it or to resume it.
+
+    Returns the old run's log and reports that a replacing run removes (`clear_previous_run`) once its own inputs
+    have passed their checks, so that a run refused for a bad file leaves the old one as it was.
+    """
     found = [name for name in PREVIOUS_RUN_FILES if (output_dir / name).exists()]
     if not found or resuming:
-        return
+        return []
     if not overwrite:
         raise FileExistsError(
             f"output_dir {str(output_dir)!r} already holds a run of this job ({', '.join(found)}): a new run would "
             "replace its adapter and mix its training log with this one. Pass a new --output_dir, "
             "--resume_from_checkpoint to continue that run, or --overwrite_output_dir true to replace it."
         )
-    for name in STALE_RUN_FILES:
-        (output_dir / name).unlink(missing_ok=True)
+    return [output_dir / name for name in STALE_RUN_FILES if (output_dir / name).exists()]
+
+
+def clear_previous_run(stale: list[Path]) -> None:
+    """Remove what `check_previous_run` returned (the adapter is then overwritten by the new run's save)."""
+    for path in stale:
+        path.unlink(missing_ok=True)
 
 
 def check_model_args(model_args) -> None:
@@ -544,7 +552,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, An
 
     acquire_output_dir_lock(training_args)
     resuming = training_args.resume_from_checkpoint not in (None, False, "false", "False")
-    check_previous_run(output_dir, overwrite=script_args.overwrite_output_dir, resuming=resuming)
+    stale = check_previous_run(output_dir, overwrite=script_args.overwrite_output_dir, resuming=resuming)
     from ..cpu_threads import set_cpu_threads
 
     set_cpu_threads(script_args.cpu_threads, on_cpu=training_args.device.type == "cpu")
@@ -591,6 +599,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, An
     )
     if model_args.model_name_or_path is None:  # the card's usage snippet loads the embedded model, not a local path
         trainer.model_card_kwargs = {"base_model_code": DEFAULT_MODEL_CODE}
+    if trainer.accelerator.is_main_process:
+        clear_previous_run(stale)
     log = use_compact_logging(trainer, CONSOLE_METRICS, output_dir / "train_log.jsonl")
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
