@@ -1592,6 +1592,42 @@ CASES: list[Case] = [
             ctx, ["generate", "--prompt", "Who is the nurse?", "--model_name_or_path", str(ctx.tmp_path / "nope")]
         ),
     ),
+    Case(
+        "cli-generate-empty-prompt",
+        "job/CLI",
+        SystemExit,
+        r"prompt 1 is empty; give every --prompt some text",
+        '`diffusion-rl generate --prompt ... ""` (an empty or blank prompt): refused only after the model loaded.',
+        "Give every prompt some text.",
+        lambda ctx: _cli_before_model(ctx, ["generate", "--prompt", "Who is the nurse?", "   "]),
+    ),
+    Case(
+        "cli-generate-temperature-nan",
+        "job/CLI",
+        ValueError,
+        r"temperature must be a finite number, got nan",
+        "`diffusion-rl generate --temperature nan` (or outside [0, 10]): refused after the model loaded, NaN as "
+        '"must be >= 0".',
+        "Pass a temperature in [0, 10] (0 = greedy).",
+        lambda ctx: _cli_before_model(ctx, ["generate", "--prompt", "Who is the nurse?", "--temperature", "nan"]),
+    ),
+    Case(
+        "job-rewards-not-a-list",
+        "job/CLI",
+        ValueError,
+        r"rewards must be a list of reward names, e\.g\. \[genbit\], got 'genbit'",
+        "`rewards: genbit` in a recipe (a scalar): it was split into the characters `g`, `e`, `n`, ...",
+        "Write a list: `rewards: [genbit]`.",
+        lambda ctx: _job(
+            ctx,
+            [
+                "--config",
+                str(_file(ctx, "recipe.yaml", "rewards: genbit\nmax_steps: 1\n")),
+                "--output_dir",
+                str(ctx.tmp_path / "out"),
+            ],
+        ),
+    ),
 ]
 
 

@@ -112,6 +112,13 @@ def cmd_generate(argv: list[str]) -> None:
         raise SystemExit('diffusion-rl generate: pass --prompt "A question" ["Another question" ...].')
     if gen_args.batch_size < 1:
         raise SystemExit(f"diffusion-rl generate: --batch_size must be >= 1, got {gen_args.batch_size}.")
+    # Before the model loads (the sampler would refuse both only then, NaN as "must be >= 0").
+    empty = [i for i, prompt in enumerate(gen_args.prompt) if not prompt.strip()]
+    if empty:
+        raise SystemExit(f"diffusion-rl generate: prompt {empty[0]} is empty; give every --prompt some text.")
+    from ..validation import MAX_TEMPERATURE, check_float
+
+    check_float("temperature", sampler_args.temperature, minimum=0.0, maximum=MAX_TEMPERATURE, allow_none=True)
     import torch
     from tqdm.auto import tqdm
 

@@ -157,6 +157,8 @@ class BiasScriptArguments:
         check_int("eval_batch_size", self.eval_batch_size, minimum=1, hint="Prompts per sampler call.")
         check_int("train_size", self.train_size, minimum=1, hint="Synthetic training prompts (the seed: 1000-4000).")
         check_int("cpu_threads", self.cpu_threads, minimum=1, allow_none=True, hint="Unset: the available cores.")
+        if isinstance(self.rewards, str):  # `rewards: genbit` in a recipe: a scalar, not a list
+            raise ValueError(f"rewards must be a list of reward names, e.g. [{self.rewards}], got {self.rewards!r}.")
         if self.question_type not in QUESTION_TYPE_CHOICES:
             raise ValueError(
                 f"question_type must be one of {', '.join(QUESTION_TYPE_CHOICES)}, got {self.question_type!r}."
