@@ -138,3 +138,35 @@ def check_mask_token(model: nn.Module) -> None:
             f"model.config.mask_token_id={mask_token_id} is not a token of the model's vocabulary (vocab_size "
             f"{vocab_size}); set it to the id of the [MASK] token (126336 for LLaDA)."
         )
+
+
+def check_not_already_peft(model, peft_config) -> None:
+    """Refuse a `PeftModel` together with a `peft_config`: `get_peft_model` would stack a second adapter, whose keys
+    no longer load on the base model (and the RL trainer's KL reference, the outer adapter disabled, would still
+    hold the inner one)."""
+    from peft import PeftModel
+
+    if peft_config is not None and isinstance(model, PeftModel):
+        raise ValueError(
+            "model is already a PeftModel and peft_config was given; pass peft_config=None to train its adapter, "
+            "or pass the base model to add a new one."
+        )
+
+
+def check_trainable(model: nn.Module) -> None:
+    """Refuse a model with no parameter to train (the first step would fail, after its rollouts or its batch)."""
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(
+            "the model has no parameter with requires_grad=True: nothing would be trained. Pass a peft_config "
+            "(or a PeftModel), or unfreeze the parameters to train."
+        )
+
+
+def check_tokenizer_mask(tokenizer, mask_token_id: int) -> None:
+    """Refuse a tokenizer whose own mask token is not the model's (a word would silently serve as the mask)."""
+    tokenizer_mask = getattr(tokenizer, "mask_token_id", None)
+    if tokenizer_mask is not None and tokenizer_mask != mask_token_id:
+        raise ValueError(
+            f"tokenizer.mask_token_id={tokenizer_mask} but model.config.mask_token_id={mask_token_id}; they must be "
+            "the same token (is this the model's tokenizer?)."
+        )

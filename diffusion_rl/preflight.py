@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .checks import check_tokenizer_mask
 from .data.chat import check_plain_text, tokenize_prompts
 
 __all__ = [
@@ -57,13 +58,7 @@ def check_tokenizer(tokenizer, mask_token_id: int) -> None:
                 f"tokenizer.{name} equals the mask token id {mask_token_id}: padding / end of text would be read as "
                 "positions to generate. Use a distinct token (LLaDA pads with <|endoftext|>, 126081)."
             )
-    tokenizer_mask = getattr(tokenizer, "mask_token_id", None)
-    if tokenizer_mask is not None and tokenizer_mask != mask_token_id:
-        # Otherwise a word (or a chat-template token) would silently serve as the mask.
-        raise ValueError(
-            f"tokenizer.mask_token_id={tokenizer_mask} but model.config.mask_token_id={mask_token_id}; they must be "
-            "the same token (is this the model's tokenizer?)."
-        )
+    check_tokenizer_mask(tokenizer, mask_token_id)
 
 
 def _is_map_style(dataset) -> bool:

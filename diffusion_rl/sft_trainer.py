@@ -27,7 +27,13 @@ from peft import PeftConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
 from transformers.utils import logging
 
-from .checks import check_lora_targets, check_mask_token
+from .checks import (
+    check_lora_targets,
+    check_mask_token,
+    check_not_already_peft,
+    check_tokenizer_mask,
+    check_trainable,
+)
 from .data.chat import tokenize_prompts
 from .generator_state import load_generator_states, save_generator_states
 from .model_card import write_model_card
@@ -241,11 +247,7 @@ class DiffusionSFTTrainer(Trainer):
         else:
             datasets["eval_dataset"] = eval_dataset
         datasets = {name: value for name, value in datasets.items() if value is not None}
-        if peft_config is not None and isinstance(model, PeftModel):
-            raise ValueError(
-                "model is already a PeftModel and peft_config was given; pass peft_config=None to train its adapter, "
-                "or pass the base model to add a new one."
-            )
+        check_not_already_peft(model, peft_config)
 
         # One run per output_dir (a second run would overwrite this one's checkpoints): before any model is loaded.
         output_lock = acquire_output_dir_lock(args)
@@ -263,8 +265,8 @@ class DiffusionSFTTrainer(Trainer):
         self.mask_token_id = int(mask_token_id)
 
         # ---- every row, before any compute ----
-        self.completion_length = self._check_datasets(processing_class, args, datasets)
-        self._check_positions(model, args)
+        self.completion_length, longest_prompt = self._check_datasets(processing_class, args, datasets)
+        self._check_positions(model, longest_prompt, self.completion_length)
         # NaN/inf weights would train on (transformers logs such a loss as 0.0) and be saved in every checkpoint.
         check_finite_weights(model)
 
@@ -275,8 +277,7 @@ class DiffusionSFTTrainer(Trainer):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(args.seed)
                 model = get_peft_model(model, peft_config)
-        if not any(p.requires_grad for p in model.parameters()):
-            raise ValueError("the model has no parameter with requires_grad=True: nothing would be trained.")
+        check_trainable(model)
 
         collator = DiffusionSFTCollator(
             processing_class,
@@ -339,22 +340,20 @@ class DiffusionSFTTrainer(Trainer):
                     f"tokenizer.{name} is the mask token id {mask_token_id}: the model could not tell padding from "
                     "masked positions. Use another pad/eos token."
                 )
-        tokenizer_mask = getattr(tokenizer, "mask_token_id", None)
-        if tokenizer_mask is not None and tokenizer_mask != mask_token_id:
-            raise ValueError(
-                f"tokenizer.mask_token_id={tokenizer_mask} but model.config.mask_token_id={mask_token_id}; they must "
-                "be the same token (is this the model's tokenizer?)."
-            )
+        check_tokenizer_mask(tokenizer, mask_token_id)
 
-    def _check_datasets(self, tokenizer, args: DiffusionSFTConfig, datasets: dict[str, Any]) -> int:
-        """Check every row of the map-style datasets; return the completion length to use."""
+    def _check_datasets(
+        self, tokenizer, args: DiffusionSFTConfig, datasets: dict[str, Any]
+    ) -> tuple[int, tuple[int, str]]:
+        """Check every row of the map-style datasets; return the completion length to use and the longest rendered
+        prompt as `(tokens, where)`."""
         fields = {
             "prompt_field": args.dataset_prompt_field,
             "completion_field": args.dataset_completion_field,
             "messages_field": args.dataset_messages_field,
         }
         longest, longest_where = 0, ""
-        self._longest_prompt: tuple[int, str] = (0, "")  # (tokens, where), for _check_positions
+        longest_prompt: tuple[int, str] = (0, "")
         answer_lengths: dict[str, list[int]] = {}
         for name, dataset in datasets.items():
             if not hasattr(dataset, "__len__"):
@@ -377,8 +376,8 @@ class DiffusionSFTTrainer(Trainer):
             pairs = [split_sft_example(row, f"{name} row {i}", **fields) for i, row in enumerate(rows)]
             prompt_lengths = self._check_prompts(tokenizer, [p for p, _ in pairs], args, name)
             i = max(range(len(prompt_lengths)), key=prompt_lengths.__getitem__)
-            if prompt_lengths[i] > self._longest_prompt[0]:
-                self._longest_prompt = (prompt_lengths[i], f"{name} row {i}")
+            if prompt_lengths[i] > longest_prompt[0]:
+                longest_prompt = (prompt_lengths[i], f"{name} row {i}")
             # The answer as tokenize_sft_pairs lays it out: its tokens, then the EOT.
             ids = tokenizer([a for _, a in pairs], add_special_tokens=False)["input_ids"]
             for i, row_ids in enumerate(ids):
@@ -389,7 +388,7 @@ class DiffusionSFTTrainer(Trainer):
             if answer_lengths[name][i] > longest:
                 longest, longest_where = answer_lengths[name][i], f"{name} row {i}"
         if args.completion_length is None:
-            return longest
+            return longest, longest_prompt
         for name, lengths in answer_lengths.items():
             for i, length in enumerate(lengths):
                 if length > args.completion_length:
@@ -398,18 +397,19 @@ class DiffusionSFTTrainer(Trainer):
                         f"{args.completion_length} (the longest answer, {longest_where}, needs {longest}); raise "
                         "completion_length or shorten the answer."
                     )
-        return args.completion_length
+        return args.completion_length, longest_prompt
 
-    def _check_positions(self, model, args: DiffusionSFTConfig) -> None:
+    @staticmethod
+    def _check_positions(model, longest_prompt: tuple[int, str], completion_length: int) -> None:
         """The longest rendered prompt plus the answer slot must fit the model's positions (RoPE beyond the trained
         range gives garbage without an error)."""
         limit = getattr(model.config, "max_position_embeddings", None)
-        length, where = self._longest_prompt
+        length, where = longest_prompt
         where = where or "the rows"  # a streaming dataset's prompts are not measured in advance
-        if limit is not None and length + self.completion_length > limit:
+        if limit is not None and length + completion_length > limit:
             raise ValueError(
-                f"{where}: its prompt is {length} tokens and the answer slot {self.completion_length}, "
-                f"{length + self.completion_length} in all, more than the model's max_position_embeddings "
+                f"{where}: its prompt is {length} tokens and the answer slot {completion_length}, "
+                f"{length + completion_length} in all, more than the model's max_position_embeddings "
                 f"({limit}); set max_prompt_length (keeps the prompt's end) or shorten the rows, or lower "
                 "completion_length."
             )

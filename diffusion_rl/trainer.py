@@ -41,7 +41,15 @@ from transformers.utils import logging
 from .batching import RepeatSampler, identity_collator
 from .checkpoint_mixin import CheckpointMixin
 from .checkpointing import SigtermCheckpointCallback, hub_upload_ignoring
-from .checks import check_lora_targets, check_mask_token, check_prompt_column, check_reward_funcs, check_whole_groups
+from .checks import (
+    check_lora_targets,
+    check_mask_token,
+    check_not_already_peft,
+    check_prompt_column,
+    check_reward_funcs,
+    check_trainable,
+    check_whole_groups,
+)
 from .completions_table import log_completions_table
 from .config import DiffusionReinforceConfig
 from .kl_controller import KLController
@@ -119,13 +127,7 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
         # Everything that needs no compute is validated first.
         args = self._resolve_args(model, args)
         reward_funcs, weights = check_reward_funcs(reward_funcs, args.reward_weights)
-        if peft_config is not None and isinstance(model, PeftModel):
-            # get_peft_model would stack a second adapter: its keys no longer load on the base model, and the KL
-            # reference (the outer adapter disabled) would still include the inner one.
-            raise ValueError(
-                "model is already a PeftModel and peft_config was given; pass peft_config=None to train its adapter, "
-                "or pass the base model to add a new one."
-            )
+        check_not_already_peft(model, peft_config)
         self._check_datasets(args, train_dataset, eval_dataset)
         self._check_push_to_hub(args)
         output_lock = acquire_output_dir_lock(args)  # one run per output_dir, taken before any model is loaded
@@ -136,11 +138,7 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
         # Tokenizer, first rows, special tokens, lengths, finite weights: before the model is wrapped.
         check_before_wrapping(args, model, processing_class, train_dataset, eval_dataset)
         model = self._wrap_with_peft(model, peft_config, args.seed)
-        if not any(p.requires_grad for p in model.parameters()):  # the first step would fail, after its rollouts
-            raise ValueError(
-                "the model has no parameter with requires_grad=True: nothing would be trained. Pass a peft_config "
-                "(or a PeftModel), or unfreeze the parameters to train."
-            )
+        check_trainable(model)
         reward_funcs, weights = self._add_kl_reward(args, model, reward_funcs, weights)
 
         super().__init__(
