@@ -10,7 +10,8 @@ Nothing is downloaded: the model is `LladaForMaskedDiffusion(LladaConfig())` (LL
    the exact sampler, the dual KV cache, and the dual cache with confidence threshold 0.9 (random weights are not
    confident, so the threshold rarely fires here: its NFE is printed). Tokens/s = generated tokens / wall second
    (CUDA synchronised), after a one-block warm-up.
-2. **One RL step's peak memory** (`torch.cuda.max_memory_allocated`) with and without gradient checkpointing: LoRA
+2. **One RL step's peak memory** (`torch.cuda.max_memory_allocated`) and time, after one untimed step, with and
+   without gradient checkpointing: LoRA
    r=16 on q/k/v/o, the trainer's objective on random completions of the same shape (one-step estimator with the
    KL to the adapter-disabled base in the loss, `policy_loss`, backward, AdamW step), so the number is the log-prob
    and update part of a step; the sampler's own peak is reported with (1).
@@ -141,22 +142,30 @@ def rl_step_memory(model, shape: dict, device: torch.device, checkpointing: bool
             completion_mask=torch.ones(rows, shape["gen"], dtype=torch.bool, device=device),
         )  # fmt: skip
         optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-5)
+        advantages = torch.linspace(-1, 1, rows, device=device)
+
+        def step() -> torch.Tensor:
+            lp = estimate_logprobs(
+                peft_model, batch, estimator="one_step", mask_token_id=config.mask_token_id, generator=generator,
+                reference=peft_model.disable_adapter, kl_estimator="k3", kl_requires_grad=True,
+            )  # fmt: skip
+            loss = policy_loss(lp.token_logps, batch.completion_mask, advantages, loss_type="grpo", kl=lp.kl,
+                               kl_coef=0.04)  # fmt: skip
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return loss.detach()
+
+        # One untimed step first: the first backward pays one-time CUDA costs (kernel selection, workspaces, the
+        # optimizer's state): on an H200 the first measurement (no checkpointing, less work) took 3.4x the second.
+        step()
+        synchronize(device)
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-        synchronize(device)
         start = time.perf_counter()
-        lp = estimate_logprobs(
-            peft_model, batch, estimator="one_step", mask_token_id=config.mask_token_id, generator=generator,
-            reference=peft_model.disable_adapter, kl_estimator="k3", kl_requires_grad=True,
-        )  # fmt: skip
-        advantages = torch.linspace(-1, 1, rows, device=device)
-        loss = policy_loss(lp.token_logps, batch.completion_mask, advantages, loss_type="grpo", kl=lp.kl,
-                           kl_coef=0.04)  # fmt: skip
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss = step()
         synchronize(device)
         seconds = time.perf_counter() - start
         length = shape["prompt"] + shape["gen"]

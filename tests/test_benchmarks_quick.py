@@ -68,3 +68,26 @@ def test_gpu_check_runs_at_a_reduced_shape_on_cpu(tmp_path):
     assert report["sampler"]["exact"]["nfe"] == 16 and report["sampler"]["exact"]["tokens_per_s"] > 0
     assert set(report["rl_step"]) == {"without_gradient_checkpointing", "with_gradient_checkpointing"}
     assert all(step["achieved_tflops"] > 0 for step in report["rl_step"].values())
+
+
+def test_wide_model_loads_through_the_real_model_path(tmp_path):
+    """benchmarks/wide_model.py (the GPU jobs' stand-in for LLaDA-8B) at a reduced shape: the saved directory loads
+    the way `--model_name_or_path` loads it, and its special ids agree with its tokenizer."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from wide_model import save_wide_model
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import torch
+    from transformers import AutoTokenizer
+
+    from diffusion_rl.models.llada import load_llada
+
+    info = save_wide_model(tmp_path, layers=1, width=32, mlp=64, heads=2, device="cpu", dtype=torch.float32)
+    model, tokenizer = load_llada(tmp_path), AutoTokenizer.from_pretrained(tmp_path)
+    assert info["parameters"] == sum(p.numel() for p in model.parameters())
+    assert model.config.mask_token_id == tokenizer.mask_token_id
+    assert model.config.eos_token_id == tokenizer.eos_token_id and model.config.vocab_size == len(tokenizer)
+    messages = [{"role": "user", "content": "Who is the nurse?"}]
+    ids = tokenizer.apply_chat_template(messages, return_tensors="pt", return_dict=True)["input_ids"]
+    assert model(ids).logits.shape == (1, ids.shape[1], len(tokenizer))

@@ -449,3 +449,13 @@ def test_sharded_official_export_and_tied_embeddings(tmp_path):
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids).logits, model(ids).logits, rtol=0, atol=0)
+
+
+def test_hub_kernels_stay_off_unless_asked(official_dir):
+    # transformers enables Hub kernels by default when `kernels` is installed; on a GPU, train() then downloads
+    # kernels-community/rotary (fails offline). Our loader keeps the verified PyTorch modules unless asked.
+    pytest.importorskip("kernels")
+    model = load_llada(official_dir)
+    assert model.use_kernels is False
+    model.train()
+    assert model.use_kernels is False

@@ -120,6 +120,10 @@ class LladaForMaskedDiffusion(LlamaForCausalLM):
         # Official tensor names are renamed on load; the patterns never match native names, so passing them always is
         # harmless. User key_mapping entries are applied too.
         kwargs["key_mapping"] = {**OFFICIAL_TO_NATIVE, **(kwargs.get("key_mapping") or {})}
+        # transformers 5 turns Hub kernels on by default when the `kernels` package is installed; on a GPU,
+        # `model.train()` then re-kernelizes and downloads `kernels-community/rotary`, which fails offline (seen on an
+        # H200) and swaps in modules whose bidirectional parity nobody here verified. Opt in with use_kernels=True.
+        kwargs.setdefault("use_kernels", False)
         result = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         model = result[0] if isinstance(result, tuple) else result
         # transformers would revert the renaming on save_pretrained; we want the native layout on disk.
