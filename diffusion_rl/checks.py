@@ -4,6 +4,7 @@ model is loaded or a step is run.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 # Keyword arguments of every reward call that do not come from the dataset (`compute_rewards`' own and the trainer's).
@@ -19,8 +20,49 @@ RESERVED_REWARD_KWARGS = (
 )
 
 
+def check_map_style(dataset, name: str) -> None:
+    """Refuse a streaming dataset (`datasets.IterableDataset`, or any dataset without `len` and indexing).
+
+    The RL trainer's sampler repeats every prompt `num_generations` times by index, and transformers hands an
+    iterable dataset to the dataloader without a sampler, so a stream failed deep inside accelerate at the first step.
+    """
+    if dataset is None:
+        return
+    if isinstance(dataset, dict):  # eval_dataset may be a dict of datasets
+        for key, value in dataset.items():
+            check_map_style(value, f"{name}[{key!r}]")
+        return
+    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise TypeError(
+            f"{name} ({type(dataset).__name__}) is a stream without len() or indexing; the trainer repeats every "
+            "prompt num_generations times by index, so it needs a map-style datasets.Dataset. Materialise it, e.g. "
+            "`Dataset.from_generator(your_generator)` or `Dataset.from_list(list(stream))`."
+        )
+
+
+def _check_messages(prompt: list, where: str) -> None:
+    # Arrow stores a conversation as a list of structs: a key missing from one message reads back as None.
+    for j, message in enumerate(prompt):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise ValueError(
+                f"{where}, message {j} has no string 'role' (got {message!r:.80}); every chat message needs a 'role' "
+                "('system', 'user' or 'assistant') and a 'content'."
+            )
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise ValueError(
+                f"{where}, message {j} ({message['role']}) has no string 'content' (got {content!r:.80})."
+            )
+        if not content.strip():
+            raise ValueError(
+                f"{where}, message {j} ({message['role']}) has empty content; remove the message (or the row) or give "
+                "it text."
+            )
+
+
 def check_prompt_column(dataset, name: str) -> None:
-    """Raise a `ValueError` unless `dataset` (or each dataset of a dict) has a `prompt` column with no empty prompt."""
+    """Raise a `ValueError` unless `dataset` (or each dataset of a dict) has a `prompt` column with no empty prompt
+    (nor a chat message without a string role or with empty content)."""
     if dataset is None:
         return
     if isinstance(dataset, dict):  # eval_dataset may be a dict of datasets
@@ -49,6 +91,8 @@ def check_prompt_column(dataset, name: str) -> None:
         for index, prompt in enumerate(dataset["prompt"]):
             if not prompt or (isinstance(prompt, str) and not prompt.strip()):
                 raise ValueError(f"{name} row {index} has an empty prompt; remove the row or give it text.")
+            if isinstance(prompt, list):
+                _check_messages(prompt, f"{name} row {index}")
 
 
 def _module_matches(name: str, target: str) -> bool:
@@ -99,7 +143,63 @@ def check_reward_funcs(reward_funcs, reward_weights: list[float] | None) -> tupl
         raise ValueError(
             f"reward_weights has {len(weights)} entries but there are {len(reward_funcs)} reward functions."
         )
+    check_reward_names(reward_funcs)
     return reward_funcs, weights
+
+
+def check_reward_names(reward_funcs) -> None:
+    """Raise a `ValueError` if two reward functions have the same logged name (see `reward_name`).
+
+    Every per-reward metric and completions-table column is keyed by the name (`rewards/<name>/mean`), so two
+    rewards sharing one were merged into a single series without a word.
+    """
+    from .rewards.base import reward_name
+
+    names = [reward_name(func) for func in reward_funcs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        shared = ", ".join(
+            f"{name!r} (reward_funcs[{'], reward_funcs['.join(str(i) for i, n in enumerate(names) if n == name)}])"
+            for name in repeated
+        )
+        raise ValueError(
+            f"several reward functions have the same name: {shared}; their metrics (rewards/{repeated[0]}/mean, ...) "
+            "would be merged into one. Pass a function once and set its weight in reward_weights, or give each "
+            "callable a distinct name: set its `name` or `__name__` attribute (e.g. `strict = functools.partial(f, "
+            "strict=True); strict.__name__ = 'f_strict'`)."
+        )
+
+
+def model_vocab_size(model: nn.Module) -> int | None:
+    """Rows of the model's input embedding (what an id must index), else `config.vocab_size`; `None` if unknown."""
+    get_embeddings = getattr(model, "get_input_embeddings", None)
+    if callable(get_embeddings):
+        try:
+            size = getattr(get_embeddings(), "num_embeddings", None)
+        except (AttributeError, NotImplementedError):  # a model class without an embedding accessor
+            size = None
+        if isinstance(size, int):
+            return size
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    return size if isinstance(size, int) else None
+
+
+def check_token_ids(vocab_size: int | None, **tensors: torch.Tensor) -> None:
+    """Raise a `ValueError` naming the tensor, its smallest or largest id and the vocabulary size unless every id of
+    every tensor is in `[0, vocab_size)` (the embedding raised a bare `IndexError` otherwise). One device sync."""
+    if vocab_size is None:
+        return
+    tensors = {name: t for name, t in tensors.items() if t.numel()}
+    if not tensors:
+        return
+    bounds = torch.stack([torch.stack(torch.aminmax(t.long())) for t in tensors.values()]).tolist()
+    for (name, _), (low, high) in zip(tensors.items(), bounds):
+        if low < 0 or high >= vocab_size:
+            raise ValueError(
+                f"{name} holds token ids outside the model's vocabulary of {vocab_size} tokens (0-{vocab_size - 1}): "
+                f"largest {high}, smallest {low}. Tokenize with the model's own tokenizer; padding belongs in the "
+                "attention mask with a real pad token id, not a negative id such as -100."
+            )
 
 
 def check_whole_groups(args, has_eval_dataset: bool) -> None:

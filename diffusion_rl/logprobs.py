@@ -60,6 +60,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from .checks import check_token_ids, model_vocab_size
+
 __all__ = [
     "ESTIMATORS",
     "EstimatorOptions",
@@ -577,7 +579,10 @@ def estimate_logprobs(
         block_length=block_length,
         recompute=num_samples > 1 if recompute is None else recompute,
     )
-    return get_estimator(estimator)(model, batch, options)
+    estimate = get_estimator(estimator)
+    # Before the first forward: an id outside the embedding would end in a bare IndexError inside the model.
+    check_token_ids(model_vocab_size(model), prompt_ids=batch.prompt_ids, completion_ids=batch.completion_ids)
+    return estimate(model, batch, options)
 
 
 def logprob_estimator_std(

@@ -6,7 +6,8 @@ large model - raises at once, naming the fix:
 
 * the tokenizer: no chat template, no pad token, pad or EOS equal to the mask token;
 * the data: an empty training set (no step would run), special tokens written in any prompt (a full scan of the
-  prompt column: [`ControlTokenError`]), and, on the first rows, prompts longer than the model's positions once the
+  prompt column: [`ControlTokenError`]), a `max_prompt_length` below the chat template's own tokens (every prompt
+  would be left-truncated into garbage), and, on the first rows, prompts longer than the model's positions once the
   completion is appended (with `max_prompt_length` the bound is `max_prompt_length + max_completion_length`);
 * the weights: a NaN or inf in any floating-point parameter (it would turn every loss into NaN, which
   `transformers.Trainer` hides from the logs by default).
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from .checks import check_tokenizer_mask
-from .data.chat import check_plain_text, tokenize_prompts
+from .data.chat import check_max_prompt_length, check_plain_text, tokenize_prompts
 
 __all__ = [
     "NonFiniteWeightsError",
@@ -146,6 +147,8 @@ def check_first_rows(
                 f"model's max_position_embeddings={max_position_embeddings}: positions past it were never trained "
                 "(RoPE decodes garbage without an error). Lower max_prompt_length or max_completion_length."
             )
+    if max_prompt_length is not None:  # prompts are left-truncated to it: not into the template of every one
+        check_max_prompt_length(tokenizer, max_prompt_length)
     for data, label in _datasets(dataset, name):
         for index, prompt in enumerate(_prompts(data, num_rows)):
             try:

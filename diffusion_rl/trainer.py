@@ -43,6 +43,7 @@ from .checkpoint_mixin import CheckpointMixin
 from .checkpointing import SigtermCheckpointCallback, hub_upload_ignoring
 from .checks import (
     check_lora_targets,
+    check_map_style,
     check_mask_token,
     check_not_already_peft,
     check_prompt_column,
@@ -89,7 +90,8 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
         args ([`DiffusionReinforceConfig`], *optional*):
             Configuration; defaults to `DiffusionReinforceConfig(output_dir="<model name>-DiffusionReinforce")`.
         train_dataset (`datasets.Dataset`):
-            Dataset with a `prompt` column.
+            Dataset with a `prompt` column; map-style (a streaming `datasets.IterableDataset` is refused: every
+            prompt is repeated `num_generations` times by index).
         eval_dataset (`datasets.Dataset` or `dict[str, datasets.Dataset]`, *optional*):
             Evaluation dataset(s), same format.
         processing_class (`PreTrainedTokenizerBase`, *optional*):
@@ -127,6 +129,7 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
         # Everything that needs no compute is validated first.
         args = self._resolve_args(model, args)
         reward_funcs, weights = check_reward_funcs(reward_funcs, args.reward_weights)
+        self._check_kl_reward_name(args, reward_funcs, peft_config is not None or isinstance(model, PeftModel))
         check_not_already_peft(model, peft_config)
         self._check_datasets(args, train_dataset, eval_dataset)
         self._check_push_to_hub(args)
@@ -180,10 +183,24 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
         return args
 
     @staticmethod
+    def _check_kl_reward_name(args: DiffusionReinforceConfig, reward_funcs: list, is_peft: bool) -> None:
+        """Refuse a reward named like the [`KLReward`] that `_add_kl_reward` will append: their metrics would merge."""
+        adds_kl = args.kl_in == "reward" and args.kl_coef > 0 and is_peft
+        if adds_kl and not any(isinstance(f, KLReward) for f in reward_funcs):
+            if KLReward.name in {reward_name(f) for f in reward_funcs}:
+                raise ValueError(
+                    f"a reward function is named {KLReward.name!r}, the name of the KL term added from kl_coef="
+                    f"{args.kl_coef}: their metrics would be merged. Rename the function (its `name` or `__name__`), "
+                    "or pass KLReward(coef=...) among reward_funcs yourself."
+                )
+
+    @staticmethod
     def _check_datasets(args: DiffusionReinforceConfig, train_dataset, eval_dataset) -> None:
-        """A `prompt` column with no empty prompt, and per-device batches of whole groups."""
+        """Map-style datasets with a `prompt` column and no empty prompt, and per-device batches of whole groups."""
         if train_dataset is None:
             raise ValueError("train_dataset is required (a dataset with a 'prompt' column).")
+        check_map_style(train_dataset, "train_dataset")
+        check_map_style(eval_dataset, "eval_dataset")
         check_prompt_column(train_dataset, "train_dataset")
         check_prompt_column(eval_dataset, "eval_dataset")
         check_whole_groups(args, has_eval_dataset=eval_dataset is not None)

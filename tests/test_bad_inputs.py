@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import copy
+import functools
 import json
 import math
 import os
@@ -459,6 +460,84 @@ def _right_padded(ctx):
     return _generate(ctx, torch.tensor([[7, 8, 9]]), torch.tensor([[1, 1, 0]]))
 
 
+def _id_past_vocab(ctx):
+    import torch
+
+    return _generate(ctx, torch.tensor([[7, ctx.model.config.vocab_size]]))
+
+
+def _completion_id_past_vocab(ctx):
+    import torch
+
+    return _estimate(ctx, torch.tensor([[11, 5000]]))
+
+
+def _estimate(ctx, completion_ids):
+    """`estimate_logprobs` on one prompt with the given completion ids."""
+    import torch
+
+    from diffusion_rl.logprobs import RolloutBatch, estimate_logprobs
+
+    prompt = torch.tensor([[7, 8, 9]])
+    batch = RolloutBatch(prompt, torch.ones_like(prompt), completion_ids, torch.ones_like(completion_ids).bool())
+    return estimate_logprobs(
+        ctx.model,
+        batch,
+        estimator="one_step",
+        mask_token_id=ctx.model.config.mask_token_id,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def _conversations(*messages):
+    """A dataset of one-message conversations: a valid one, then one per message of `messages`."""
+    from datasets import Dataset
+
+    rows = [[{"role": "user", "content": "Who is the nurse?"}], *([m] for m in messages)]
+    return Dataset.from_list([{"prompt": row} for row in rows])
+
+
+def _stream(ctx):
+    def rows():
+        yield from ({"prompt": p} for p in ("Who is the nurse?", "Who is the pilot?"))
+
+    from datasets import IterableDataset
+
+    return _trainer(ctx, dataset=IterableDataset.from_generator(rows))
+
+
+def _reward_named(name: str):
+    def reward(prompts, completions, **kwargs):
+        return [0.0 for _ in completions]
+
+    reward.__name__ = name
+    return reward
+
+
+_MCQ_ROW = {
+    "prompt": "Who did it?\n\nA) He did\nB) She did\nC) Unknown",
+    "question_type": "multiple_choice",
+    "question_options": ["He did", "She did", "Unknown"],
+    "context_condition": "ambiguous",
+    "neutral_option_indices": [2],
+    "gold_option_index": 2,
+    "stereotyped_option_index": 0,
+}
+
+
+def _evaluate_rows(ctx, rows):
+    """`evaluate_model` on `rows` (batches of 2), which must fail before the sampler generates a single batch."""
+    from diffusion_rl.bias.evaluation import evaluate_model
+    from diffusion_rl.sampling.sampler import MaskedDiffusionSampler
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("evaluate_model generated a batch before every row was checked")
+
+    ctx.monkeypatch.setattr(MaskedDiffusionSampler, "generate", no_generation)
+    settings = dict(steps=2, gen_length=8, block_length=8)
+    return evaluate_model(ctx.model, ctx.tokenizer, rows, compare_base=False, batch_size=2, sampler_kwargs=settings)
+
+
 def _raising_reward(prompts, completions, **kwargs):
     return [1.0 / 0 for _ in completions]
 
@@ -789,6 +868,37 @@ CASES: list[Case] = [
         ),
     ),
     Case(
+        "data-empty-chat-message",
+        "data",
+        ValueError,
+        r"prompt 0, message 1 \(user\) has empty content",
+        "A chat message's `content` is empty or whitespace only: it was rendered as an empty turn. Checked when "
+        "tokenizing (sampling, evaluation, `diffusion-rl generate`, SFT).",
+        "Remove the message (or the row), or give it text.",
+        lambda ctx: _tokenize(ctx, [[{"role": "system", "content": "Be fair."}, {"role": "user", "content": "  "}]]),
+    ),
+    Case(
+        "data-file-empty-chat-message",
+        "data",
+        _error("diffusion_rl.data.loaders", "PromptDataError"),
+        r"record 1: field 'prompt', message 0 \(user\) has empty content",
+        "`load_prompt_dataset` finds a conversation with an empty (or whitespace-only) message `content`.",
+        "Fix or drop that record of the file.",
+        lambda ctx: _load_prompts(
+            [{"prompt": [{"role": "user", "content": "Q"}]}, {"prompt": [{"role": "user", "content": ""}]}]
+        ),
+    ),
+    Case(
+        "data-file-chat-message-without-role",
+        "data",
+        _error("diffusion_rl.data.loaders", "PromptDataError"),
+        r"record 0: field 'prompt', message 0 has no string 'role'",
+        "`load_prompt_dataset` finds a chat message without a `role` (it used to be reported as a prompt of the wrong "
+        "type).",
+        "Give every message a `role` (`system`, `user` or `assistant`) and a `content`.",
+        lambda ctx: _load_prompts([{"prompt": [{"content": "Who is the nurse?"}]}]),
+    ),
+    Case(
         "data-mask-token-in-prompt-text",
         "data",
         _error("diffusion_rl.data.chat", "ControlTokenError"),
@@ -881,6 +991,17 @@ CASES: list[Case] = [
         lambda ctx: _tokenize(ctx, ["Describe the nurse at work in some detail."], max_prompt_length=8),
     ),
     Case(
+        "data-max-prompt-length-below-template",
+        "data",
+        ValueError,
+        r"max_prompt_length=3 is less than the 14 tokens the chat template itself adds",
+        "`tokenize_prompts(truncate_left=True)` with a `max_prompt_length` below the chat template's own tokens (BOS, "
+        "turn headers, the generation prompt): every prompt was cut into template tokens with a warning only.",
+        "Raise `max_prompt_length` well above the template's tokens (the message gives the count), or leave it unset. "
+        "A limit that cuts only some long prompts still just warns.",
+        lambda ctx: _tokenize(ctx, ["Who is the nurse?"], max_prompt_length=3, truncate_left=True),
+    ),
+    Case(
         "data-no-chat-template",
         "data",
         ValueError,
@@ -936,6 +1057,26 @@ CASES: list[Case] = [
         "The attention mask has padding after the prompt.",
         "Set `tokenizer.padding_side = 'left'` (completions are appended after the prompt).",
         _right_padded,
+    ),
+    Case(
+        "sampler-cfg-scale-not-finite",
+        "sampler",
+        ValueError,
+        r"cfg_scale must be a finite number, got inf",
+        "`MaskedDiffusionSampler(cfg_scale=...)` (or `temperature`) is inf or NaN: inf was accepted and decoded "
+        'NaN logits (an infinite temperature committed [MASK] tokens), NaN was reported as "must be >= 0".',
+        "Pass a finite `cfg_scale >= 0` (0 disables guidance) and a finite `temperature >= 0` (0 is greedy).",
+        lambda ctx: _sampler(ctx, cfg_scale=math.inf),
+    ),
+    Case(
+        "sampler-token-id-outside-vocab",
+        "sampler",
+        ValueError,
+        r"input_ids holds token ids outside the model's vocabulary of 2048 tokens \(0-2047\): largest 2048",
+        "`generate(input_ids)` holds an id at or above the model's vocabulary size, or a negative one (`-100` "
+        "padding): a bare `IndexError` from the embedding.",
+        "Tokenize with the model's own tokenizer; pad with its pad token and mark padding in `attention_mask`.",
+        _id_past_vocab,
     ),
     # ---- rewards
     Case(
@@ -1026,6 +1167,27 @@ CASES: list[Case] = [
         "Give one weight per reward function (the KL reward added from `kl_coef` has its own coefficient).",
         lambda ctx: _trainer(ctx, reward_weights=[1.0, 2.0]),
     ),
+    Case(
+        "reward-duplicate-names",
+        "rewards",
+        ValueError,
+        r"several reward functions have the same name: '_length_reward' \(reward_funcs\[0\], reward_funcs\[1\]\)",
+        "Two reward functions with one logged name (the same function twice, or two `functools.partial` of one "
+        "function): their `rewards/<name>/mean` metrics and table columns were merged into one.",
+        "Pass the function once and set its weight in `reward_weights`, or give each callable a distinct `name` or "
+        "`__name__` (a partial's own `__name__` counts).",
+        lambda ctx: _trainer(ctx, rewards=[_length_reward, functools.partial(_length_reward)]),
+    ),
+    Case(
+        "reward-named-like-kl-term",
+        "rewards",
+        ValueError,
+        r"a reward function is named 'kl', the name of the KL term added from kl_coef=0\.1",
+        "A reward function named `kl` while the trainer adds its own KL term (`kl_coef > 0`, `kl_in='reward'`, an "
+        "adapter): the two would be logged as one.",
+        "Rename the function, or pass `KLReward(coef=...)` among the rewards yourself.",
+        lambda ctx: _trainer(ctx, rewards=[_length_reward, _reward_named("kl")]),
+    ),
     # ---- estimators, trainer
     Case(
         "logprob-unknown-estimator",
@@ -1035,6 +1197,16 @@ CASES: list[Case] = [
         "`get_estimator` / `estimate_logprobs` gets an unknown estimator name.",
         "Use `one_step`, `mc_elbo` or `trajectory`.",
         _unknown_estimator_call,
+    ),
+    Case(
+        "logprob-token-id-outside-vocab",
+        "trainer",
+        ValueError,
+        r"completion_ids holds token ids outside the model's vocabulary of 2048 tokens \(0-2047\): largest 5000",
+        "`estimate_logprobs` gets a `RolloutBatch` with an id at or above the vocabulary size (or negative): a bare "
+        "`IndexError` from the embedding.",
+        "Score ids of the model's own tokenizer (e.g. `SamplerOutput.completion_ids` of this model).",
+        _completion_id_past_vocab,
     ),
     Case(
         "trainer-args-not-config",
@@ -1155,6 +1327,46 @@ CASES: list[Case] = [
         "The training set has no row (e.g. a filter removed everything): the run would end without a step.",
         "Pass a dataset with rows.",
         lambda ctx: _trainer(ctx, dataset=_prompts()),
+    ),
+    Case(
+        "trainer-iterable-dataset",
+        "trainer",
+        TypeError,
+        r"train_dataset \(IterableDataset\) is a stream without len\(\) or indexing.*Dataset\.from_generator",
+        "The training (or evaluation) set is a streaming `datasets.IterableDataset`: it failed with a bare "
+        "`TypeError` (or deep inside accelerate). The trainer repeats each prompt `num_generations` times by index.",
+        "Pass a map-style `datasets.Dataset` (`Dataset.from_generator(...)`, or `Dataset.from_list(list(stream))`).",
+        _stream,
+    ),
+    Case(
+        "trainer-empty-chat-message",
+        "trainer",
+        ValueError,
+        r"train_dataset row 1, message 0 \(user\) has empty content",
+        "A conversation in the training (or evaluation) set has a message with empty or whitespace-only `content`; "
+        "every row is scanned before the model is loaded, not only the first rows.",
+        "Remove the message (or the row), or give it text.",
+        lambda ctx: _trainer(ctx, dataset=_conversations({"role": "user", "content": " "})),
+    ),
+    Case(
+        "trainer-chat-message-without-content",
+        "trainer",
+        ValueError,
+        r"train_dataset row 1, message 0 \(user\) has no string 'content' \(got None\)",
+        "A message of a conversation lacks `content` (or `role`): Arrow reads the missing key back as `None`, and the "
+        "row failed only when a training step reached it.",
+        "Give every message a `role` and a `content`.",
+        lambda ctx: _trainer(ctx, dataset=_conversations({"role": "user"})),
+    ),
+    Case(
+        "trainer-max-prompt-length-below-template",
+        "trainer",
+        ValueError,
+        r"max_prompt_length=3 is less than the 14 tokens the chat template itself adds",
+        "`max_prompt_length` is below the chat template's own tokens: every prompt was left-truncated into template "
+        "tokens (its BOS, turn header and text cut) with a warning only.",
+        "Raise `max_prompt_length` well above the template's tokens (given in the message), or leave it unset.",
+        lambda ctx: _trainer(ctx, max_prompt_length=3),
     ),
     Case(
         "trainer-non-finite-weights",
@@ -1351,6 +1563,28 @@ CASES: list[Case] = [
         "`evaluate_model(temperatures=[])`.",
         "Pass at least one temperature, e.g. `(0.0,)`.",
         _no_temperatures,
+    ),
+    Case(
+        "evaluation-row-exceeds-positions",
+        "models",
+        ValueError,
+        r"evaluation row 2: prompt batch width \d+ \+ gen_length 8 exceeds the model's max_position_embeddings=512",
+        "`evaluate_model` / `generate_completions` on a row the sampler refuses (too long for the model's positions, "
+        "ids outside the vocabulary): it failed only when that row's batch was reached, after the batches before it. "
+        "Every batch is now checked before the first is generated.",
+        "Shorten or drop the row named in the message, or pass `max_prompt_length`.",
+        lambda ctx: _evaluate_rows(ctx, [{"prompt": "Who is the nurse?"}] * 2 + [{"prompt": "word " * 600}]),
+    ),
+    Case(
+        "evaluation-bad-choice-metadata",
+        "models",
+        ValueError,
+        r"row 1: question_options must be a list of option texts, got 'He did\|She did\|Unknown'",
+        "`evaluate_model` on a multiple-choice row with malformed metadata (options as one string, an index outside "
+        "the options, neutral indices not a list): read only by the metrics after the whole generation, it was "
+        "scored wrong without a word or raised a bare `TypeError`.",
+        "Fix the row's `question_options`, `neutral_option_indices` and `gold_option_index` (0-based lists/ints).",
+        lambda ctx: _evaluate_rows(ctx, [_MCQ_ROW, {**_MCQ_ROW, "question_options": "He did|She did|Unknown"}]),
     ),
     # ---- the main job and the CLI
     Case(

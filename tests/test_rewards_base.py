@@ -87,6 +87,50 @@ def test_reward_name_variants():
             return []
 
     assert reward_name(Anonymous()) == "Anonymous"
+    # A partial's own `__name__` (set by the user to tell two partials of one function apart) wins.
+    strict = functools.partial(length_reward)
+    strict.__name__ = "length_strict"
+    assert reward_name(strict) == "length_strict"
+
+
+def test_a_reward_that_mutates_its_inputs_does_not_change_what_the_next_one_sees():
+    kl = torch.tensor([0.5, 1.0, 2.0])
+    options = [["A", "B"], ["C", "D"], ["E", "F"]]
+    prompts = [[{"role": "user", "content": p}] for p in PROMPTS]
+    seen = {}
+
+    def vandal(prompts, completions, kl, question_options, **kwargs):
+        kl.mul_(-10.0)  # e.g. scaling the KL in place instead of `kl * coef`
+        question_options[0].append("Z")
+        question_options.pop()
+        prompts[0][0]["content"] = "edited"
+        completions.clear()
+        return [0.0, 0.0, 0.0]
+
+    def observer(prompts, completions, kl, question_options, **kwargs):
+        seen.update(kl=kl.clone(), options=question_options, prompts=prompts, completions=completions)
+        return [0.0, 0.0, 0.0]
+
+    compute_rewards([vandal, observer], prompts, COMPLETIONS, kl=kl, question_options=options)
+    assert seen["kl"].tolist() == [0.5, 1.0, 2.0]
+    assert seen["options"] == [["A", "B"], ["C", "D"], ["E", "F"]]
+    assert seen["prompts"][0][0]["content"] == "p0" and seen["completions"] == COMPLETIONS
+    # The caller's own values (the trainer logs the KL after scoring) are untouched too.
+    assert kl.tolist() == [0.5, 1.0, 2.0] and options == [["A", "B"], ["C", "D"], ["E", "F"]]
+    assert prompts[0][0]["content"] == "p0"
+
+
+def test_shared_reward_context_is_passed_as_is():
+    # `trainer_state` and the `log_metric` callable are the trainer's live objects, not copies.
+    state, logged = object(), []
+
+    def reward(prompts, completions, trainer_state, log_metric, **kwargs):
+        assert trainer_state is state
+        log_metric("x", 1.0)
+        return [0.0, 0.0, 0.0]
+
+    compute_rewards([reward], PROMPTS, COMPLETIONS, trainer_state=state, log_metric=lambda n, v: logged.append(n))
+    assert logged == ["x"]
 
 
 @pytest.mark.parametrize(

@@ -201,7 +201,8 @@ def test_estimator_std_is_measured_once_per_optimizer_step(tmp_path, tiny_tokeni
 def test_max_prompt_length_left_truncates_with_one_warning(tmp_path, tiny_tokenizer, caplog):
     sentence = "Describe, in a long and winding sentence, person number {} at work."
     long = Dataset.from_dict({"prompt": [sentence.format(i) for i in range(4)]})
-    trainer = _trainer(tmp_path / "out", tiny_tokenizer, dataset=long, max_prompt_length=13, max_steps=1)
+    # 37 tokens each, cut to 24: above the template's own 14 tokens (a limit below them is refused).
+    trainer = _trainer(tmp_path / "out", tiny_tokenizer, dataset=long, max_prompt_length=24, max_steps=1)
     hf_logging.enable_propagation()
     try:
         with caplog.at_level(logging.WARNING):
@@ -209,8 +210,38 @@ def test_max_prompt_length_left_truncates_with_one_warning(tmp_path, tiny_tokeni
     finally:
         hf_logging.disable_propagation()
     assert trainer.state.global_step == 1
-    assert caplog.text.count("longer than max_prompt_length=13 tokens") == 1
+    assert caplog.text.count("longer than max_prompt_length=24 tokens") == 1
     assert "left-truncated" in caplog.text
+
+
+def test_a_reward_editing_the_kl_in_place_changes_neither_the_next_reward_nor_the_logged_kl(tmp_path, tiny_tokenizer):
+    seen = {}
+
+    def scaling_reward(prompts, completions, kl=None, **kwargs):
+        kl.mul_(-100.0)  # in place: it used to reach every later reward and the `kl` metric
+        return [0.0] * len(completions)
+
+    def recording_reward(prompts, completions, kl=None, **kwargs):
+        seen["kl"] = kl.detach().clone()
+        return [len(c) / 10.0 for c in completions]
+
+    trainer = DiffusionReinforceTrainer(
+        build_tiny_model(tiny_tokenizer, seed=0),
+        [scaling_reward, recording_reward],
+        args=DiffusionReinforceConfig(
+            output_dir=str(tmp_path / "out"), per_device_train_batch_size=2, num_generations=2, max_steps=1,
+            max_completion_length=8, block_length=8, steps=2, kl_coef=0.1, estimator_variance_every=0,
+            logging_steps=1, report_to=[], disable_tqdm=True, seed=0,
+        ),
+        train_dataset=Dataset.from_dict({"prompt": PROMPTS}),
+        processing_class=tiny_tokenizer,
+        # A random (non-zero) LoRA B: the KL is not trivially 0 at the first step.
+        peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )  # fmt: skip
+    trainer.train()
+    assert (seen["kl"] > 0).all()  # the KL itself, not the first reward's scaled copy
+    logged = next(entry["kl"] for entry in trainer.state.log_history if "kl" in entry)
+    assert logged == pytest.approx(seen["kl"].mean().item(), rel=1e-5)
 
 
 def test_the_reward_kl_does_not_depend_on_the_estimator(tmp_path, tiny_tokenizer):

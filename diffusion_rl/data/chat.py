@@ -114,6 +114,11 @@ def _as_messages(
                     f"got {dict(m)!r}."
                 )
             check_role(m["role"], f"prompt {index}, message {j}")
+            if not m["content"].strip():  # rendered as an empty turn: a prompt the model has never seen the like of
+                raise ValueError(
+                    f"prompt {index}, message {j} ({m['role']}) has empty content; remove the message (or the row) "
+                    "or give it text."
+                )
             plain(m["content"], f"prompt {index}, message {j} ({m['role']}) content")
             messages.append({"role": m["role"], "content": m["content"]})
     else:
@@ -130,6 +135,34 @@ def _as_messages(
         plain(system_prompt, "system_prompt")
         messages.insert(0, {"role": "system", "content": system_prompt})
     return messages
+
+
+def template_length(tokenizer, system_prompt: str | None = None) -> int:
+    """The fewest tokens any prompt renders to: the chat template around one empty message (BOS, turn header, end of
+    turn, the generation prompt; the system prompt when given), over the roles a prompt may start with."""
+    roles = [role for role in CHAT_ROLES if system_prompt is None or role != "system"]
+    lengths = []
+    for role in roles:
+        messages = [{"role": role, "content": ""}]
+        if system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    return min(lengths)
+
+
+def check_max_prompt_length(tokenizer, max_prompt_length: int, system_prompt: str | None = None) -> None:
+    """Raise a `ValueError` if left-truncation to `max_prompt_length` would cut into the chat template of every
+    prompt (a limit below the template's own tokens; some prompts longer than it are only warned about)."""
+    frame = template_length(tokenizer, system_prompt)
+    if max_prompt_length < frame:
+        raise ValueError(
+            f"max_prompt_length={max_prompt_length} is less than the {frame} tokens the chat template itself adds "
+            "around a prompt's text (BOS, turn headers, the generation prompt"
+            f"{', the system prompt' if system_prompt is not None else ''}): every prompt would be left-truncated "
+            "into garbage, its BOS, turn header and most or all of its text cut. Raise max_prompt_length well above "
+            f"{frame} (to the longest templated prompt to keep every prompt whole), or leave it unset."
+        )
 
 
 def tokenize_prompts(
@@ -153,8 +186,10 @@ def tokenize_prompts(
         system_prompt (`str`, *optional*, defaults to `None`):
             System message prepended to every conversation (an error if a conversation already has one).
         truncate_left (`bool`, *optional*, defaults to `False`):
-            Keep only the last ``max_prompt_length`` tokens of over-long prompts instead of raising. The start of the
-            template (BOS, system message) is what gets cut, so use it only when that is acceptable.
+            Keep only the last ``max_prompt_length`` tokens of over-long prompts instead of raising (with a warning,
+            once). The start of the template (BOS, system message) is what gets cut, so use it only when that is
+            acceptable. A ``max_prompt_length`` below the template's own tokens (see [`template_length`]) would cut
+            every prompt into garbage and raises a `ValueError`.
 
     Returns:
         `dict[str, torch.Tensor]`: ``input_ids`` and ``attention_mask``, both ``(B, L)`` `torch.long`, left-padded
@@ -177,6 +212,8 @@ def tokenize_prompts(
         raise ValueError(f"max_prompt_length must be a positive int or None, got {max_prompt_length}.")
     if truncate_left and max_prompt_length is None:
         raise ValueError("truncate_left=True needs max_prompt_length.")
+    if truncate_left:
+        check_max_prompt_length(tokenizer, max_prompt_length, system_prompt)
 
     rows: list[list[int]] = []
     for i, prompt in enumerate(prompts):

@@ -57,10 +57,20 @@ def _check_prompt(value: Any, index: int) -> str:
         if not value.strip():
             raise PromptDataError(f"record {index}: field 'prompt' is an empty string.")
         return "text"
-    if _is_chat(value):
+    if isinstance(value, list) and value and all(isinstance(m, Mapping) for m in value):
         for j, message in enumerate(value):
+            if not isinstance(message.get("role"), str):
+                raise PromptDataError(
+                    f"record {index}: field 'prompt', message {j} has no string 'role' ('system', 'user' or "
+                    "'assistant')."
+                )
             if not isinstance(message.get("content"), str):
                 raise PromptDataError(f"record {index}: field 'prompt', message {j} has no string 'content'.")
+            if not message["content"].strip():
+                raise PromptDataError(
+                    f"record {index}: field 'prompt', message {j} ({message['role']}) has empty content; remove the "
+                    "message or give it text."
+                )
             try:
                 check_role(message["role"], f"record {index}: field 'prompt', message {j}")
             except ValueError as error:

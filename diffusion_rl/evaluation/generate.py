@@ -311,9 +311,11 @@ def generate_completions(
             "model with load_adapter(model, path) or pass sequence_kl_paths=False."
         )
 
+    # One sampler per temperature, built (and so its settings checked) before anything is generated.
+    samplers = [
+        MaskedDiffusionSampler(model, mask_token_id=mask_token_id, temperature=t, **sampler_kwargs) for t in temps
+    ]
     device = _model_device(model)
-    was_training = model.training
-    model.eval()
     # Tokenised per batch (not padded to the longest prompt of the whole set) and once for all temperatures/arms.
     batches = [
         (
@@ -323,6 +325,9 @@ def generate_completions(
         )
         for batch_index, sl in _iter_batches(len(rows), batch_size)
     ]
+    _check_batches(samplers[0], batches)
+    was_training = model.training
+    model.eval()
     out_rows: list[dict[str, Any]] = []
     from tqdm.auto import tqdm
 
@@ -338,8 +343,7 @@ def generate_completions(
         if sequence_kl_paths
         else {}
     )
-    for t_index, temperature in enumerate(temps):
-        sampler = MaskedDiffusionSampler(model, mask_token_id=mask_token_id, temperature=temperature, **sampler_kwargs)
+    for t_index, (temperature, sampler) in enumerate(zip(temps, samplers)):
         for variant in variants:
             bar.set_postfix_str(f"T={temperature:g}, {variant}")
             for batch_index, sl, encoded in batches:
@@ -376,6 +380,22 @@ def generate_completions(
         "num_prompts": len(rows),
     }
     return EvalResult(records=pd.DataFrame(out_rows), metrics=pd.DataFrame(), config=config)
+
+
+def _check_batches(sampler: MaskedDiffusionSampler, batches: list) -> None:
+    """Run the sampler's input checks (positions, vocabulary, mask token, padding) on every batch before the first
+    is generated, so that a bad row fails at once instead of after the batches before it; the error names the row."""
+    for _, sl, encoded in batches:
+        try:
+            sampler._prepare_inputs(encoded["input_ids"], encoded["attention_mask"])
+        except (TypeError, ValueError) as error:
+            for offset, (ids, mask) in enumerate(zip(encoded["input_ids"], encoded["attention_mask"])):
+                real = mask.bool()  # the row alone, without its batch's padding
+                try:
+                    sampler._prepare_inputs(ids[real][None], mask[real][None])
+                except (TypeError, ValueError) as row_error:
+                    raise type(row_error)(f"evaluation row {sl.start + offset}: {row_error}") from row_error
+            raise type(error)(f"evaluation rows {sl.start}-{sl.stop - 1}: {error}") from error
 
 
 def _sequence_kls(model, batches, seed, sampler_kwargs, mask_token_id, tokenizer, device, bar) -> dict:

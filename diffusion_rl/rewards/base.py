@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import functools
 import inspect
 import math
@@ -51,15 +52,14 @@ class RewardOutput:
 
 
 def reward_name(func: RewardFunc) -> str:
-    """Name of a reward for logging: its ``name`` attribute, else ``__name__``, else its class name."""
-    name = getattr(func, "name", None)
-    if isinstance(name, str) and name:
-        return name
+    """Name of a reward for logging: its ``name`` attribute, else ``__name__``, else (a ``functools.partial``) the
+    wrapped function's name, else its class name."""
+    for attribute in ("name", "__name__"):  # a partial has a `__name__` only when the user set one
+        name = getattr(func, attribute, None)
+        if isinstance(name, str) and name:
+            return name
     if isinstance(func, functools.partial):
         return reward_name(func.func)
-    name = getattr(func, "__name__", None)
-    if isinstance(name, str) and name:
-        return name
     return type(func).__name__
 
 
@@ -112,6 +112,17 @@ def _validate(name: str, values: Any, n: int) -> list[float]:
     return out
 
 
+def _own_copy(value: Any) -> Any:
+    """A copy of a reward input that the reward may modify freely: tensors are cloned, containers deep-copied (they
+    are per-batch lists of texts, ids and metadata: small). Anything else (`trainer_state`, the `log_metric` /
+    `log_extra` callables, scalars, `None`) is passed as is: it is shared on purpose or immutable."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, list | tuple | dict | set):
+        return copy.deepcopy(value)
+    return value
+
+
 async def _gather(pending: dict[int, Any]) -> dict[int, Any]:
     async def run(k: int, awaitable: Any) -> tuple[int, Any]:
         try:
@@ -153,7 +164,9 @@ def compute_rewards(
         reward_weights (`Sequence[float]` or `torch.Tensor`, *optional*, defaults to all ones):
             One weight per reward function.
         **kwargs:
-            Dataset columns and trainer context, forwarded to every reward.
+            Dataset columns and trainer context, forwarded to every reward. Each reward gets its own copy of the
+            prompts, completions, tensors and lists (a reward may modify them in place without the next one seeing
+            it); other values (`trainer_state`, callables) are shared.
 
     Raises:
         RewardError: (a ``ValueError``) naming the reward that raised, returned the wrong number of values, a
@@ -176,8 +189,11 @@ def compute_rewards(
     results: dict[int, Any] = {}
     pending: dict[int, Any] = {}
     for j, func in enumerate(reward_funcs):
+        # Each reward gets its own copies: one that edits its inputs in place (`kl.mul_(coef)`, a column's lists)
+        # would otherwise change what the next reward, and the trainer's metrics, see.
+        own = {key: _own_copy(value) for key, value in kwargs.items()}
         try:
-            out = func(prompts=prompts, completions=completions, **kwargs)
+            out = func(prompts=_own_copy(prompts), completions=_own_copy(completions), **own)
         except Exception as exc:
             for awaitable in pending.values():  # started coroutines would otherwise warn "never awaited"
                 if inspect.iscoroutine(awaitable):

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..checks import check_token_ids, model_vocab_size
+from ..validation import check_float
 from .fast import CACHE_MODES, BlockKVCache, threshold_selection
 from .schedule import block_layout, num_transfer_tokens
 
@@ -179,10 +181,10 @@ class MaskedDiffusionSampler:
         self.num_blocks, self.steps_per_block = block_layout(gen_length, block_length, steps)
         if remasking not in REMASKING:
             raise ValueError(f"Unknown `remasking` {remasking!r}; choose one of {REMASKING}.")
-        if not temperature >= 0:
-            raise ValueError(f"`temperature` must be >= 0, got {temperature}.")
-        if not cfg_scale >= 0:
-            raise ValueError(f"`cfg_scale` must be >= 0, got {cfg_scale}.")
+        # Finite: an infinite temperature turns the Gumbel scores into NaN (the argmax then commits [MASK] tokens),
+        # an infinite guidance scale the logits (NaN softmax, arbitrary commits); NaN fails `>= 0` with no hint.
+        check_float("temperature", temperature, minimum=0.0, hint="0 is greedy decoding.")
+        check_float("cfg_scale", cfg_scale, minimum=0.0, hint="0 disables classifier-free guidance.")
         if cache not in CACHE_MODES:
             raise ValueError(f"Unknown `cache` {cache!r}; choose one of {CACHE_MODES}.")
         if threshold is not None:
@@ -205,6 +207,7 @@ class MaskedDiffusionSampler:
             )
 
         self.model = model
+        self._vocab_size = model_vocab_size(model)
         self.steps = steps
         self.gen_length = gen_length
         self.block_length = block_length
@@ -239,6 +242,8 @@ class MaskedDiffusionSampler:
                 f"max_position_embeddings={limit}; shorten the prompts (max_prompt_length, or truncate_left=True in "
                 "tokenize_prompts) or lower gen_length."
             )
+        # An id past the embedding (another model's tokenizer) or a negative one (-100 padding) was a bare IndexError.
+        check_token_ids(self._vocab_size, input_ids=input_ids)
         if (input_ids == self.mask_token_id).any():
             raise ValueError(
                 f"A prompt contains the mask token ({self.mask_token_id}); it would be decoded as a generated "

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from ...evaluation.generate import EvalResult, generate_completions
+from ..rewards.choice import _check_choice_row
 from ..rewards.genbit import GenBitReward
 from .metrics import record_metrics, summarize
 
@@ -77,6 +78,7 @@ def evaluate_model(
     """
     genbit = GenBitReward(**dict(genbit_kwargs or {}))  # before any generation: bad options fail fast
     rows = [dict(r) for r in dataset]  # materialised once: the generation and the metrics both read the rows
+    _check_choice_metadata(rows)
     generated = generate_completions(
         model,
         tokenizer,
@@ -94,3 +96,14 @@ def evaluate_model(
     records = pd.concat([generated.records, per_text], axis=1)
     metrics = summarize(records, rows, genbit=genbit)
     return EvalResult(records=records, metrics=metrics, notes=notes, config=generated.config)
+
+
+def _check_choice_metadata(rows: Sequence[Mapping[str, Any]]) -> None:
+    """The choice metadata of every multiple-choice row, checked as the training reward checks it and before the
+    first batch is generated: the metrics read it only after the whole generation, where options given as one string
+    were scored as a list of characters, an out-of-range index made every answer wrong, and a non-list of neutral
+    indices raised a bare `TypeError`."""
+    for index, row in enumerate(rows):
+        options = row.get("question_options")
+        if options and row.get("question_type", "multiple_choice") == "multiple_choice":
+            _check_choice_row(index, options, row.get("neutral_option_indices"), row.get("gold_option_index"))
