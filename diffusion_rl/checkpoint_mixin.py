@@ -1,9 +1,11 @@
 """The checkpoint side of [`DiffusionReinforceTrainer`]: atomic staged saves, multi-node promotion, deferred Hub
-pushes, and the trainer's own generator states in every checkpoint.
+pushes, and the trainer's own generator states and `run_settings.json` (see [`diffusion_rl.run_settings`]) in every
+checkpoint.
 
 A mixin (like [`diffusion_rl.rollouts.RolloutMixin`]) so that `trainer.py` keeps the training maths; it overrides
 `transformers.Trainer`'s `_get_output_dir`, `_save_checkpoint`, `_push_from_checkpoint`, `_save_rng_state` and
-`_load_rng_state`, and uses the trainer's `args`, `state`, `accelerator` and `_sampler/_logprob/_std_generator`.
+`_load_rng_state`, and uses the trainer's `args`, `state`, `accelerator`, `_sampler/_logprob/_std_generator` and
+`_run_settings()`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .checkpointing import hub_upload_ignoring, is_promoter, replace_directory, write_node_marker
 from .generator_state import load_generator_states, save_generator_states
+from .run_settings import save_run_settings
 
 __all__ = ["CheckpointMixin"]
 
@@ -27,7 +30,6 @@ class CheckpointMixin:
     _checkpoint_staging: str | None = None
     # A checkpoint push that Trainer asked for during the staged save: sent once the folder has its final name.
     _pending_push: str | None = None
-
 
     def _get_output_dir(self, trial) -> str:
         run_dir = super()._get_output_dir(trial)
@@ -66,6 +68,8 @@ class CheckpointMixin:
             if shared_with_lower_node:
                 self.args.save_on_each_node = False  # should_save: the world's main process only
             super()._save_checkpoint(model, trial)
+            if self.args.should_save:  # inside the staged folder, so it is promoted with the rest
+                save_run_settings(staged, self._run_settings())
             if self.state.best_model_checkpoint == staged:
                 self.state.best_model_checkpoint = final
                 if self.args.should_save:  # the state file inside must name the final folder

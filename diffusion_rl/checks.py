@@ -60,6 +60,14 @@ def _check_messages(prompt: list, where: str) -> None:
             )
 
 
+def _columns(dataset) -> list[str]:
+    """The column names of a dataset (a `datasets.Dataset`'s, else the keys of its first row)."""
+    columns = getattr(dataset, "column_names", None)
+    if columns is None:
+        columns = list(dataset[0].keys()) if len(dataset) else []
+    return list(columns)
+
+
 def check_prompt_column(dataset, name: str) -> None:
     """Raise a `ValueError` unless `dataset` (or each dataset of a dict) has a `prompt` column with no empty prompt
     (nor a chat message without a string role or with empty content)."""
@@ -69,9 +77,7 @@ def check_prompt_column(dataset, name: str) -> None:
         for key, value in dataset.items():
             check_prompt_column(value, f"{name}[{key!r}]")
         return
-    columns = getattr(dataset, "column_names", None)
-    if columns is None:
-        columns = list(dataset[0].keys()) if len(dataset) else []
+    columns = _columns(dataset)
     if "prompt" not in columns:
         raise ValueError(
             f"{name} has no 'prompt' column (columns: {columns}). Rename the column holding the prompts to 'prompt' "
@@ -93,6 +99,102 @@ def check_prompt_column(dataset, name: str) -> None:
                 raise ValueError(f"{name} row {index} has an empty prompt; remove the row or give it text.")
             if isinstance(prompt, list):
                 _check_messages(prompt, f"{name} row {index}")
+
+
+def _required_columns(func) -> list[tuple[str, ...]]:
+    """A reward's `required_columns` as a list of alternatives: each entry is a column name or a tuple of names of
+    which one is enough (see [`check_reward_columns`])."""
+    declared = getattr(func, "required_columns", None)
+    if declared is None:
+        return []
+    if isinstance(declared, str):  # one column, not a sequence of its characters
+        declared = (declared,)
+    entries = [(entry,) if isinstance(entry, str) else tuple(entry) for entry in declared]
+    for entry in entries:
+        if not entry or not all(isinstance(column, str) and column for column in entry):
+            raise TypeError(
+                f"the required_columns of reward {_reward_name(func)!r} must hold column names or tuples of column "
+                f"names (one of which is enough), got {declared!r}."
+            )
+    return entries
+
+
+def _reward_name(func) -> str:
+    from .rewards.base import reward_name
+
+    return reward_name(func)
+
+
+def _filled_columns(dataset, wanted: set[str]) -> set[str]:
+    """The columns of `wanted` that `dataset` has and at least one of its rows fills: a column that is null or an empty
+    list in every row (an empty CSV column; the synthetic free-text rows' `question_options`) counts as absent. A
+    dataset without `column_names` (a list of dicts, a torch dataset) is not scanned: its rows may differ in their
+    keys, so every wanted column is assumed present."""
+    import datasets
+
+    if getattr(dataset, "column_names", None) is None:
+        return set(wanted)
+    columns = wanted.intersection(dataset.column_names)
+    if not isinstance(dataset, datasets.Dataset):
+        return columns
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def filled(values) -> bool:
+        if values.null_count == len(values):
+            return False
+        if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+            return bool(pc.any(pc.greater(pc.list_value_length(values), 0)).as_py())
+        return True
+
+    # Arrow columns, through the arrow format so that a `select` / `shuffle` index mapping is honoured.
+    rows = dataset.with_format("arrow")
+    return {column for column in columns if filled(rows[column])}
+
+
+def check_reward_columns(reward_funcs, dataset, name: str, fix: str | None = None) -> None:
+    """Refuse a reward that can apply to no row of `dataset` because a column it needs is absent from it.
+
+    A reward declares the dataset columns it needs in a `required_columns` attribute: each entry a column name, or a
+    tuple of names of which one is enough (e.g. `NeutralChoiceReward`: `question_options`, `context_condition` and
+    one of `neutral_option_indices` / `gold_option_index`). Without them the reward returns `None` for every row:
+    it contributes nothing, and a run with it alone trains on zero advantages, which was only warned about once
+    training had started. Rows that lack the columns while other rows have them are fine (mixed datasets); a column
+    that is null or an empty list in every row counts as absent.
+
+    Args:
+        reward_funcs (`list[Callable]`):
+            The reward functions (those without `required_columns` are not checked).
+        dataset (`datasets.Dataset` or `dict`):
+            The training rows (each dataset of a dict is checked).
+        name (`str`):
+            What the dataset is, for the message (e.g. `"train_dataset"`).
+        fix (`str`, *optional*):
+            How to add the columns, for the message (defaults to the Python API's way).
+    """
+    if dataset is None:
+        return
+    if isinstance(dataset, dict):
+        for key, value in dataset.items():
+            check_reward_columns(reward_funcs, value, f"{name}[{key!r}]", fix)
+        return
+    needs = [(func, _required_columns(func)) for func in reward_funcs]
+    needs = [(func, entries) for func, entries in needs if entries]
+    if not needs:
+        return
+    present = _filled_columns(dataset, {column for _, entries in needs for entry in entries for column in entry})
+    for func, entries in needs:
+        missing = [entry for entry in entries if not present.intersection(entry)]
+        if missing:
+            names = ", ".join(
+                repr(entry[0]) if len(entry) == 1 else "one of " + " / ".join(map(repr, entry)) for entry in missing
+            )
+            raise ValueError(
+                f"reward {_reward_name(func)!r} applies to no row of {name}: it needs the column(s) {names}, which no "
+                f"row fills (absent, null or empty in every row; columns: {_columns(dataset)}). Every row would score "
+                "None, so the reward would contribute nothing (alone, it trains on zero advantages). "
+                + (fix or "Add the column(s) to the dataset, or remove the reward from reward_funcs.")
+            )
 
 
 def _module_matches(name: str, target: str) -> bool:

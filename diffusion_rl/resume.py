@@ -279,18 +279,27 @@ def resolve_resume_checkpoint(resume_from_checkpoint: str | bool | None, args: A
     return chosen
 
 
-def checkpoint_to_resume(resume_from_checkpoint: str | bool | None, model, args, accelerator) -> str | None:
+def checkpoint_to_resume(
+    resume_from_checkpoint: str | bool | None, model, args, accelerator, settings: dict[str, Any] | None = None
+) -> str | None:
     """What a trainer's `train(resume_from_checkpoint)` resumes from: [`resolve_resume_checkpoint`], and, when the
     model is a PEFT model, the adapter in that checkpoint checked against it (`adapter_check.check_adapter_fits`).
+
+    Given this run's `settings` (`diffusion_rl.run_settings.run_settings`), the main process also warns once, with a
+    `ChangedSettingsWarning`, about every one that differs from the settings the checkpoint was trained with, and
+    whether the change takes effect (see [`diffusion_rl.run_settings`]).
 
     Shared by `DiffusionReinforceTrainer.train` and `DiffusionSFTTrainer.train`.
     """
     from peft import PeftModel
 
     from .adapter_check import check_adapter_fits
+    from .run_settings import warn_changed_settings
 
     checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, args, accelerator)
     unwrapped = accelerator.unwrap_model(model)
     if checkpoint is not None and isinstance(unwrapped, PeftModel):
         check_adapter_fits(unwrapped, checkpoint, unwrapped.active_adapter)
+    if checkpoint is not None and settings is not None and accelerator.is_main_process:
+        warn_changed_settings(checkpoint, settings, optimizer_restored=not getattr(args, "save_only_model", False))
     return checkpoint

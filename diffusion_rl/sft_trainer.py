@@ -19,12 +19,14 @@ by the model.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from peft import PeftConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from .checks import (
@@ -40,6 +42,7 @@ from .model_card import write_model_card
 from .output_lock import acquire_output_dir_lock
 from .preflight import check_finite_weights
 from .resume import checkpoint_to_resume
+from .run_settings import COMMON_FIELDS, run_settings, save_run_settings
 from .sft import masked_diffusion_sft_loss, tokenize_sft_pairs
 from .sft_config import DiffusionSFTConfig
 
@@ -61,6 +64,9 @@ _CARD_FIELDS = (
     "mask_eps",
     "seed",
 )
+
+# Stored in every checkpoint and compared on resume (with the resolved completion_length; diffusion_rl.run_settings).
+_RUN_SETTINGS_FIELDS = (*COMMON_FIELDS, "max_prompt_length", "system_prompt", "mask_eps")
 
 # Offsets of the per-process generator seeds (primes, as in the RL trainer): ranks draw different masks.
 _RANK_STRIDE = 7919
@@ -314,9 +320,13 @@ class DiffusionSFTTrainer(Trainer):
         A checkpoint folder that lacks a file a resume needs (the optimizer, the scheduler, the RNG states, the
         mask generator's `diffusion_rng_state_<rank>.pth`) or holds a truncated one raises `IncompleteCheckpointError`
         naming the file, instead of resuming with fresh state; `True` picks the newest *complete* checkpoint and logs
-        which newer ones it skipped. An adapter checkpoint must fit the model's adapter.
+        which newer ones it skipped. An adapter checkpoint must fit the model's adapter. Settings that differ from
+        the checkpoint's (`run_settings.json`) are listed in one `ChangedSettingsWarning` (see
+        [`diffusion_rl.run_settings`]).
         """
-        checkpoint = checkpoint_to_resume(resume_from_checkpoint, self.model, self.args, self.accelerator)
+        checkpoint = checkpoint_to_resume(
+            resume_from_checkpoint, self.model, self.args, self.accelerator, settings=self._run_settings()
+        )
         return super().train(checkpoint, *args, **kwargs)
 
     # ------------------------------------------------------------------ validation
@@ -487,6 +497,16 @@ class DiffusionSFTTrainer(Trainer):
         return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
 
     # ------------------------------------------------------------------ checkpoints
+
+    def _run_settings(self) -> dict[str, Any]:
+        """What `run_settings.json` holds and a resume compares (see [`diffusion_rl.run_settings`])."""
+        return run_settings(self.args, _RUN_SETTINGS_FIELDS, completion_length=self.completion_length)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            save_run_settings(folder, self._run_settings())
 
     def _save_rng_state(self, output_dir: str) -> None:
         super()._save_rng_state(output_dir)

@@ -47,6 +47,7 @@ from .checks import (
     check_mask_token,
     check_not_already_peft,
     check_prompt_column,
+    check_reward_columns,
     check_reward_funcs,
     check_trainable,
     check_whole_groups,
@@ -63,12 +64,46 @@ from .resume import checkpoint_to_resume
 from .rewards.base import RewardOutput, compute_rewards, reward_name
 from .rewards.kl import KLReward
 from .rollouts import RolloutMixin, check_generation_batch, seeded_generator
+from .run_settings import COMMON_FIELDS, run_settings
 from .signal_monitor import SignalMonitor
 from .timing import PhaseTimer, peak_memory_mb
 
 logger = logging.get_logger(__name__)
 
 RewardFunc = Callable[..., list[float | None]]
+
+# The settings stored in every checkpoint and compared on resume (diffusion_rl.run_settings), besides the rewards:
+# the ones that shape the rollouts, the rewards' combination, the advantages and the loss.
+RUN_SETTINGS_FIELDS = (
+    *COMMON_FIELDS,
+    "steps",
+    "max_completion_length",
+    "block_length",
+    "temperature",
+    "cfg_scale",
+    "remasking",
+    "max_prompt_length",
+    "num_generations",
+    "sampler_cache",
+    "sampler_threshold",
+    "steps_per_generation",
+    "baseline",
+    "scale_rewards",
+    "mask_truncated_completions",
+    "kl_coef",
+    "kl_in",
+    "kl_estimator",
+    "kl_target",
+    "kl_target_lr",
+    "loss_type",
+    "num_iterations",
+    "epsilon",
+    "epsilon_high",
+    "logprob_estimator",
+    "logprob_samples",
+    "antithetic",
+    "prompt_mask_prob",
+)
 
 
 class HubPushError(ConnectionError):
@@ -131,7 +166,7 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
         reward_funcs, weights = check_reward_funcs(reward_funcs, args.reward_weights)
         self._check_kl_reward_name(args, reward_funcs, peft_config is not None or isinstance(model, PeftModel))
         check_not_already_peft(model, peft_config)
-        self._check_datasets(args, train_dataset, eval_dataset)
+        self._check_datasets(args, train_dataset, eval_dataset, reward_funcs)
         self._check_push_to_hub(args)
         output_lock = acquire_output_dir_lock(args)  # one run per output_dir, taken before any model is loaded
 
@@ -195,8 +230,11 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
                 )
 
     @staticmethod
-    def _check_datasets(args: DiffusionReinforceConfig, train_dataset, eval_dataset) -> None:
-        """Map-style datasets with a `prompt` column and no empty prompt, and per-device batches of whole groups."""
+    def _check_datasets(
+        args: DiffusionReinforceConfig, train_dataset, eval_dataset, reward_funcs: list | None = None
+    ) -> None:
+        """Map-style datasets with a `prompt` column and no empty prompt, per-device batches of whole groups and,
+        given `reward_funcs`, the training columns each reward declares it needs (see [`check_reward_columns`])."""
         if train_dataset is None:
             raise ValueError("train_dataset is required (a dataset with a 'prompt' column).")
         check_map_style(train_dataset, "train_dataset")
@@ -205,6 +243,8 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
         check_prompt_column(eval_dataset, "eval_dataset")
         check_whole_groups(args, has_eval_dataset=eval_dataset is not None)
         check_generation_batch(args, train_dataset)
+        if reward_funcs is not None:
+            check_reward_columns(reward_funcs, train_dataset, "train_dataset")
 
     @staticmethod
     def _check_push_to_hub(args: DiffusionReinforceConfig) -> None:
@@ -324,11 +364,21 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
         `resume_from_checkpoint` is checked first (see [`diffusion_rl.resume`]): a folder that lacks a file a resume
         needs, or holds a truncated one, raises `IncompleteCheckpointError` naming the file; `True` picks the newest
         *complete* checkpoint and logs which newer ones it skipped and why. The adapter in it must fit the model.
+        Settings that differ from the checkpoint's (`run_settings.json`: the learning rate, the rewards, `kl_coef`,
+        the sampler, ...) are listed in one `ChangedSettingsWarning`, each with whether it takes effect.
         """
-        checkpoint = checkpoint_to_resume(resume_from_checkpoint, self.model, self.args, self.accelerator)
+        checkpoint = checkpoint_to_resume(
+            resume_from_checkpoint, self.model, self.args, self.accelerator, settings=self._run_settings()
+        )
         self._buffered_inputs = None  # rollouts of an earlier `train()` call are stale
         with self._sigterm.installed():
             return super().train(checkpoint, *args, **kwargs)
+
+    def _run_settings(self) -> dict[str, Any]:
+        """What `run_settings.json` holds: `RUN_SETTINGS_FIELDS`, the reward names and their effective weights (the
+        KL term added from `kl_coef` included)."""
+        weights = [float(f"{w:.7g}") for w in self.reward_weights.tolist()]  # float32: 0.3, not 0.30000001192...
+        return run_settings(self.args, RUN_SETTINGS_FIELDS, rewards=self.reward_names, reward_weights=weights)
 
     def evaluate(self, *args, **kwargs):
         """`Trainer.evaluate` on the evaluation's own RNG streams, re-seeded each time (training is unaffected)."""

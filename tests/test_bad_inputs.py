@@ -357,6 +357,12 @@ def _neutral_choice(**columns):
     return NeutralChoiceReward()(["Who did it?"], ["C) Unknown. Nothing says."], **row)
 
 
+def _choice_reward():
+    from diffusion_rl.bias.rewards.choice import NeutralChoiceReward
+
+    return NeutralChoiceReward()
+
+
 def _gendered_language(**kw):
     from diffusion_rl.bias.rewards.lexicon import GenderedLanguageReward
 
@@ -1188,6 +1194,19 @@ CASES: list[Case] = [
         "Rename the function, or pass `KLReward(coef=...)` among the rewards yourself.",
         lambda ctx: _trainer(ctx, rewards=[_length_reward, _reward_named("kl")]),
     ),
+    Case(
+        "reward-needs-missing-columns",
+        "rewards",
+        ValueError,
+        r"reward 'neutral_choice' applies to no row of train_dataset: it needs the column\(s\) 'question_options', "
+        r"'context_condition', one of 'neutral_option_indices' / 'gold_option_index'",
+        "A reward declares in `required_columns` dataset columns that no training row fills (absent, or null / an "
+        "empty list in every row), e.g. `NeutralChoiceReward` on prompts without `question_options`: every row scored "
+        "`None` and the run trained on nothing, warned about only once training had started. Rows without the "
+        "columns among rows with them are fine.",
+        "Add the columns the message names to the training data, or remove the reward.",
+        lambda ctx: _trainer(ctx, rewards=[_length_reward, _choice_reward()]),
+    ),
     # ---- estimators, trainer
     Case(
         "logprob-unknown-estimator",
@@ -1844,6 +1863,29 @@ CASES: list[Case] = [
         '"must be >= 0".',
         "Pass a temperature in [0, 10] (0 = greedy).",
         lambda ctx: _cli_before_model(ctx, ["generate", "--prompt", "Who is the nurse?", "--temperature", "nan"]),
+    ),
+    Case(
+        "job-reward-applies-to-no-row",
+        "job/CLI",
+        ValueError,
+        r"reward 'neutral_choice' applies to no row of the --dataset_name data \(.*prompts\.jsonl\): it needs the "
+        r"column\(s\) 'question_options'.* or remove the reward from --rewards",
+        "`--rewards neutral_choice` (or `neutral_choice_restated`) with a `--dataset_name` file whose rows have no "
+        "`question_options` (or no `context_condition`, or neither target index), or with the synthetic "
+        "`--question_type free_text`: refused before the model loads (it trained with a reward that scored no row).",
+        "Add the named columns to the file (or train on the built-in multiple-choice data), or drop the reward from "
+        "`--rewards`.",
+        lambda ctx: _job(
+            ctx,
+            [
+                "--dataset_name",
+                str(_file(ctx, "prompts.jsonl", '{"prompt": "Describe a nurse."}\n' * 8)),
+                "--rewards",
+                "neutral_choice",
+                "--output_dir",
+                str(ctx.tmp_path / "out"),
+            ],
+        ),
     ),
     Case(
         "job-rewards-not-a-list",

@@ -67,3 +67,45 @@ def test_tokenizer_without_template(tiny_tokenizer):
     tok.chat_template = None
     with pytest.raises(ValueError, match="chat_template"):
         tokenize_prompts(tok, ["Q"])
+
+
+PREFILL = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "The answer is"}]
+
+
+def test_assistant_prefill_is_continued(tiny_tokenizer):
+    # As TRL renders a prompt that ends with an assistant message: continue_final_message, no generation prompt.
+    tok = tiny_tokenizer
+    row, mask = (t[0] for t in tokenize_prompts(tok, [PREFILL, "Who is the nurse?"]).values())
+    text = tok.decode(row[mask.bool()].tolist())
+    assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\nThe answer is")
+    assert text.count("<|eot_id|>") == 1  # the user's turn only: the prefill is left open
+    assert text.count("<|start_header_id|>assistant") == 1  # no second assistant header
+    reference = tok.apply_chat_template(PREFILL, tokenize=False, continue_final_message=True)
+    assert row[mask.bool()].tolist() == tok(reference, add_special_tokens=False)["input_ids"]
+
+
+def test_prefill_trailing_space_and_other_rows(tiny_tokenizer):
+    tok = tiny_tokenizer
+    spaced = [PREFILL[0], {"role": "assistant", "content": "The answer is "}]
+    batch = tokenize_prompts(tok, [spaced, [{"role": "user", "content": "Q"}]])
+    texts = [tok.decode(r[m.bool()].tolist()) for r, m in zip(batch["input_ids"], batch["attention_mask"])]
+    assert texts[0].endswith("\n\nThe answer is")  # the template trims content; so does the continuation
+    assert texts[1].endswith("<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")  # unchanged
+
+
+def test_prefill_with_system_prompt_and_assistant_turn_before_user(tiny_tokenizer):
+    tok = tiny_tokenizer
+    text = tok.decode(tokenize_prompts(tok, [PREFILL], system_prompt="Be fair.")["input_ids"][0].tolist())
+    assert text.startswith("<|startoftext|><|start_header_id|>system") and text.endswith("The answer is")
+    # Only the last message decides: an earlier assistant turn is closed as before.
+    conversation = [{"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Q"}]
+    assert tokenize_prompts(tok, [conversation])["input_ids"][0].tolist() == reference_ids(tok, conversation)
+
+
+def test_sft_answer_continues_the_prefill(tiny_tokenizer):
+    from diffusion_rl.sft import tokenize_sft_pairs
+
+    tok = tiny_tokenizer
+    batch = tokenize_sft_pairs(tok, [PREFILL], [" unknown."], completion_length=8)
+    text = tok.decode(batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist())
+    assert "\n\nThe answer is unknown.<|eot_id|>" in text

@@ -210,6 +210,15 @@ MIN_SCALED_EVAL_SIZE = 8
 SYNTHETIC_ONLY_FIELDS = ("train_size", "question_type", "data_seed_subset")
 # The before/after evaluation sizes a quick try (`--max_steps` below the recipe's) scales down.
 SCALED_EVAL_FIELDS = ("eval_size", "eval_free_text_size", "eval_unseen_roles_size")
+# How to give a reward of --rewards the columns it needs (`check_reward_columns`), for a user's data and the synthetic.
+REWARD_COLUMNS_FIX = (
+    "Add the column(s) to the --dataset_name data (the built-in synthetic multiple-choice data has them: drop "
+    "--dataset_name to train on it), or remove the reward from --rewards."
+)
+SYNTHETIC_REWARD_COLUMNS_FIX = (
+    "Free-text questions have no options: pass --question_type multiple_choice (or all), or remove the reward from "
+    "--rewards."
+)
 
 
 def make_parser(prog: str | None = None):
@@ -581,12 +590,19 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, An
 
     # The data and the rewards are read and checked before the model loads (minutes for LLaDA-8B): a bad file or
     # column fails first. The trainer checks them again, with the tokenizer.
-    from ..checks import check_reward_funcs
+    from ..checks import check_reward_columns, check_reward_funcs
 
     train_dataset, eval_sets = load_datasets(script_args, eval_seed=training_args.seed)
     in_training_eval = eval_sets.get("main") if training_args.eval_strategy != "no" else None
     check_reward_funcs(rewards, training_args.reward_weights)
     DiffusionReinforceTrainer._check_datasets(training_args, train_dataset, in_training_eval)
+    # Said with the job's flags (the trainer would say it again in the Python API's words).
+    if script_args.dataset_name is None:
+        where = f"the synthetic training data (--question_type {script_args.question_type})"
+        fix = SYNTHETIC_REWARD_COLUMNS_FIX
+    else:
+        where, fix = f"the --dataset_name data ({script_args.dataset_name})", REWARD_COLUMNS_FIX
+    check_reward_columns(rewards, train_dataset, where, fix=fix)
     model, tokenizer = load_model_and_tokenizer(model_args, script_args)
     trainer = DiffusionReinforceTrainer(
         model=model,

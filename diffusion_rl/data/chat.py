@@ -1,7 +1,7 @@
 """Prompts -> left-padded token batches through the tokenizer's chat template.
 
 Why a helper: every consumer (trainer, evaluation, SFT) must turn the same dataset `prompt` column into the same
-token ids. Two details are easy to get wrong and are handled once here:
+token ids. A few details are easy to get wrong and are handled once here:
 
 * Chat templates of LLaDA/Llama-3 style models already emit the BOS token, so the rendered text is tokenized with
   ``add_special_tokens=False``; tokenizing it the default way would prepend a second BOS.
@@ -14,6 +14,11 @@ token ids. Two details are easy to get wrong and are handled once here:
   [`check_plain_text`] and a special token in it raises [`ControlTokenError`]. Refusing is the one consistent
   choice for every consumer (training, evaluation, SFT); encoding the characters as plain text would need every
   path to tokenize content separately from the template.
+* A conversation whose last message is the assistant's is a *prefill* (``[..., {"role": "assistant", "content": "The
+  answer is"}]``): as in TRL (``trl.data_utils.apply_chat_template``), it is rendered with
+  ``continue_final_message=True`` and no generation prompt, so the text ends with the prefill (no end-of-turn token)
+  and the model continues it. Closing the turn and opening a new one would have the model answer after its own
+  unfinished sentence. See [`render_prompt`].
 """
 
 from __future__ import annotations
@@ -137,9 +142,36 @@ def _as_messages(
     return messages
 
 
+def render_prompt(tokenizer, messages: Sequence[Message]) -> str:
+    """Render one conversation as a prompt for the model to answer or to continue, as TRL does.
+
+    A conversation that ends with a user (or system) message gets the generation prompt (the assistant header). One
+    that ends with an assistant message is a prefill: it is rendered with ``continue_final_message=True`` and no
+    generation prompt, so the text ends with that message's content (trimmed as the template trims it), with no
+    end-of-turn token after it, and the completion continues it.
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`):
+            A tokenizer with a ``chat_template``.
+        messages (`list[dict]`):
+            The conversation (``[{"role": ..., "content": ...}, ...]``), already checked.
+
+    Returns:
+        `str`: the rendered text (the template's BOS included).
+    """
+    prefill = messages[-1]["role"] == "assistant"
+    return tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=not prefill, continue_final_message=prefill
+    )
+
+
 def template_length(tokenizer, system_prompt: str | None = None) -> int:
-    """The fewest tokens any prompt renders to: the chat template around one empty message (BOS, turn header, end of
-    turn, the generation prompt; the system prompt when given), over the roles a prompt may start with."""
+    """The fewest tokens a prompt renders to: the chat template around one empty message (BOS, turn header, end of
+    turn, the generation prompt; the system prompt when given), over the roles a prompt may start with.
+
+    A conversation made of a lone assistant prefill (no turn before it, see [`render_prompt`]) renders without the
+    end of turn and the generation prompt, so it can be shorter; it is not counted, so that the floor stays that of
+    every prompt which asks the model for an answer."""
     roles = [role for role in CHAT_ROLES if system_prompt is None or role != "system"]
     lengths = []
     for role in roles:
@@ -175,11 +207,16 @@ def tokenize_prompts(
 ) -> dict[str, torch.Tensor]:
     """Render prompts with the chat template (generation prompt added) and left-pad them into one batch.
 
+    A conversation that ends with an assistant message (a prefill such as ``[{"role": "user", "content": "Q"},
+    {"role": "assistant", "content": "The answer is"}]``) is continued instead, as in TRL: no end of turn after the
+    prefill and no generation prompt (see [`render_prompt`]). The completion is then the continuation only.
+
     Args:
         tokenizer (`PreTrainedTokenizerBase`):
             A tokenizer with a ``chat_template`` and a ``pad_token_id``.
         prompts (`list[str | list[dict]]`):
-            Each prompt is a user message string or a whole conversation (``[{"role": ..., "content": ...}, ...]``).
+            Each prompt is a user message string or a whole conversation (``[{"role": ..., "content": ...}, ...]``);
+            a conversation whose last message is the assistant's is continued.
         max_prompt_length (`int`, *optional*, defaults to `None`):
             Longest allowed prompt in tokens (after templating). Longer prompts raise a `ValueError` unless
             ``truncate_left=True``.
@@ -218,7 +255,7 @@ def tokenize_prompts(
     rows: list[list[int]] = []
     for i, prompt in enumerate(prompts):
         messages = _as_messages(prompt, i, system_prompt, tokenizer)
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = render_prompt(tokenizer, messages)
         # The template already carries BOS: adding special tokens again would double it.
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if max_prompt_length is not None and len(ids) > max_prompt_length:

@@ -222,6 +222,11 @@ class NeutralChoiceReward:
             chose.
 
     Attributes:
+        required_columns (`tuple`):
+            The columns without which the reward applies to no row: ``question_options``, ``context_condition`` and
+            one of ``neutral_option_indices`` / ``gold_option_index`` (a tuple: either is enough). The trainers and
+            the main job refuse a training dataset in which no row fills them, before the model loads (see
+            `diffusion_rl.checks.check_reward_columns`); rows without them among rows with them are fine.
         last_metrics (`dict[str, float]`):
             Over the applicable rows of the last batch: ``applicable`` (count), ``correct_rate``, ``unparsable_rate``,
             ``neutral_rate_ambiguous`` and ``stereotyped_rate_ambiguous`` (NaN when there is no such row). Through
@@ -230,6 +235,8 @@ class NeutralChoiceReward:
     """
 
     name = "neutral_choice"
+    # A row is scored only with its options, its condition and the target of that condition (see `__call__`).
+    required_columns = ("question_options", "context_condition", ("neutral_option_indices", "gold_option_index"))
 
     def __init__(
         self,
