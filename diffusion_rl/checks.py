@@ -20,6 +20,22 @@ RESERVED_REWARD_KWARGS = (
 )
 
 
+def check_one_process_per_gpu(args) -> None:
+    """Refuse a single process that sees several GPUs (`args.n_gpu > 1`).
+
+    `transformers.Trainer` then wraps the model in `torch.nn.DataParallel`: the per-device batch silently becomes
+    `per_device_train_batch_size * n_gpu`, the rollouts run on the first GPU alone, and every forward copies the
+    weights to each GPU. The trainers sample, gather and shard per process, so one process per GPU is the only layout.
+    """
+    if args.n_gpu > 1:
+        raise ValueError(
+            f"this process sees {args.n_gpu} GPUs: transformers would wrap the model in torch.nn.DataParallel "
+            "(rollouts on GPU 0 only, batches silently n_gpu times larger). Start one process per GPU with "
+            "`accelerate launch --config_file examples/accelerate_configs/multi_gpu.yaml ...` (set num_processes to "
+            "the GPU count), or use one GPU: `CUDA_VISIBLE_DEVICES=0 ...`."
+        )
+
+
 def check_map_style(dataset, name: str) -> None:
     """Refuse a streaming dataset (`datasets.IterableDataset`, or any dataset without `len` and indexing).
 
@@ -274,6 +290,8 @@ def check_reward_names(reward_funcs) -> None:
 
 def model_vocab_size(model: nn.Module) -> int | None:
     """Rows of the model's input embedding (what an id must index), else `config.vocab_size`; `None` if unknown."""
+    while isinstance(getattr(model, "module", None), nn.Module):  # DDP / DataParallel forward neither attribute
+        model = model.module
     get_embeddings = getattr(model, "get_input_embeddings", None)
     if callable(get_embeddings):
         try:

@@ -56,7 +56,15 @@ def load_generator_states(directory: str | None, process_index: int, generators:
         return False
     state = torch.load(path, weights_only=True)
     for name, generator in generators.items():
-        if name in state:
+        if name in state and state[name].numel() != generator.get_state().numel():
+            # A CPU generator's state is 5,056 bytes, a CUDA one's 16: the run was saved on another kind of device
+            # (set_state raised a bare RuntimeError). The sequence cannot carry over; the run itself can.
+            logger.warning(
+                f"{path}: the {name!r} generator was saved on another kind of device ({state[name].numel()}-byte "
+                f"state, this one's is {generator.get_state().numel()}); it resumes with a fresh generator (the "
+                "masks and samples will not repeat the original run's)."
+            )
+        elif name in state:
             generator.set_state(state[name])
         else:
             logger.warning(f"{path} has no state for the {name!r} generator; it keeps its current state.")

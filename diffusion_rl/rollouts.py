@@ -216,6 +216,7 @@ class RolloutMixin:
                     out = self._sample(unwrapped, prompt_ids, prompt_mask)
                 finally:
                     unwrapped.train(was_training)
+            self._restore_activation_checkpointing()
         self._phase_seconds += timer.seconds
         self._metrics[mode]["time/sampling"].append(timer.seconds)
         if timer.peak_mb is not None:
@@ -331,6 +332,22 @@ class RolloutMixin:
         )
         generator = self._eval_sampler_generator if self._eval_rollouts else self._sampler_generator
         return sampler.generate(prompt_ids, attention_mask=prompt_mask, generator=generator)
+
+    def _restore_activation_checkpointing(self) -> None:
+        """Re-enable activation checkpointing with the user's `activation_checkpointing_kwargs` after a rollout.
+
+        TRL's `unwrap_model_for_generation` turns checkpointing off for generation and back on with default settings,
+        so from the second step on `every_n_layers`, `offload` and the `torch.utils.checkpoint` options (e.g.
+        `use_reentrant`) were dropped: more memory with `offload`, slower steps with `every_n_layers`. Enabled as
+        `transformers.Trainer.__init__` enables it.
+        """
+        kwargs = dict(self.args.activation_checkpointing_kwargs or {})
+        if not self.args.activation_checkpointing or not kwargs:  # nothing but the defaults TRL restored
+            return
+        every_n_layers, offload = kwargs.pop("every_n_layers", 1), kwargs.pop("offload", False)
+        self.accelerator.unwrap_model(self.model_wrapped).activation_checkpointing_enable(
+            activation_checkpointing_kwargs=kwargs or None, every_n_layers=every_n_layers, offload=offload
+        )
 
     @staticmethod
     def _rollout_batch(inputs: dict[str, Any]) -> RolloutBatch:

@@ -33,6 +33,7 @@ from .checks import (
     check_lora_targets,
     check_mask_token,
     check_not_already_peft,
+    check_one_process_per_gpu,
     check_tokenizer_mask,
     check_trainable,
 )
@@ -245,6 +246,7 @@ class DiffusionSFTTrainer(Trainer):
             args = DiffusionSFTConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-DiffusionSFT")
         elif not isinstance(args, DiffusionSFTConfig):
             raise TypeError(f"args must be a DiffusionSFTConfig, got {type(args).__name__}.")
+        check_one_process_per_gpu(args)
         if train_dataset is None and eval_dataset is None:
             raise ValueError("pass a train_dataset (and/or an eval_dataset) with prompt/completion or messages rows.")
         datasets = {"train_dataset": train_dataset}

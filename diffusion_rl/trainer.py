@@ -46,6 +46,7 @@ from .checks import (
     check_map_style,
     check_mask_token,
     check_not_already_peft,
+    check_one_process_per_gpu,
     check_prompt_column,
     check_reward_columns,
     check_reward_funcs,
@@ -163,6 +164,7 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
     ):
         # Everything that needs no compute is validated first.
         args = self._resolve_args(model, args)
+        check_one_process_per_gpu(args)
         reward_funcs, weights = check_reward_funcs(reward_funcs, args.reward_weights)
         self._check_kl_reward_name(args, reward_funcs, peft_config is not None or isinstance(model, PeftModel))
         check_not_already_peft(model, peft_config)
@@ -455,7 +457,9 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
         kwargs["trainer_state"] = self.state
         kwargs["log_metric"] = self._log_metric
         kwargs["log_extra"] = self._log_extra
-        kwargs["kl"] = kl
+        # On the CPU, as everything else a reward gets: reward code written on a CPU (`np.asarray(kl)`) must not
+        # break on a GPU. Detached: a reward is a constant for the gradient.
+        kwargs["kl"] = None if kl is None else kl.detach().cpu()
         return compute_rewards(
             self.reward_funcs, inputs["prompts"], inputs["completions"], self.reward_weights, **kwargs
         )
@@ -566,6 +570,8 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
         self._phase_seconds = 0.0  # the timed phases of this micro-step (sampling only when it generates)
         loss = super().training_step(model, inputs, num_items_in_batch)
         self._step += 1
+        if self.accelerator.device.type == "cuda":  # the backward is only queued when training_step returns
+            torch.cuda.synchronize(self.accelerator.device)
         # The backward pass is what remains of the step once the timed phases are taken out.
         self._metrics["train"]["time/backward"].append(max(time.perf_counter() - start - self._phase_seconds, 0.0))
         self._metrics["train"]["memory/peak_mb"].append(peak_memory_mb(self.accelerator.device))

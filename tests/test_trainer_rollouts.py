@@ -9,6 +9,7 @@ import pytest
 import torch
 from datasets import Dataset
 from peft import LoraConfig
+from transformers import TrainerCallback
 
 from diffusion_rl.batching import RepeatSampler
 from diffusion_rl.config import DiffusionReinforceConfig
@@ -223,3 +224,17 @@ def test_repeat_sampler_repeats_whole_generation_batches():
     assert list(sampler) == [0, 0, 1, 1] * 3 + [2, 2, 3, 3] * 3  # the incomplete chunk [4] is dropped
     assert len(sampler) == len(list(sampler))
     assert list(RepeatSampler(range(3), num_generations=2, shuffle=False)) == [0, 0, 1, 1, 2, 2]
+
+
+def test_rollouts_keep_the_activation_checkpointing_settings(tmp_path, tiny_tokenizer):
+    """TRL's unwrap_model_for_generation re-enables checkpointing with default settings after generating; the
+    user's every_n_layers must survive every rollout (here: every second of 4 layers checkpointed)."""
+    trainer = _trainer(tmp_path, tiny_tokenizer, activation_checkpointing=True,
+                       activation_checkpointing_kwargs={"every_n_layers": 2, "use_reentrant": False})  # fmt: skip
+    layers = trainer.accelerator.unwrap_model(trainer.model).get_base_model().model.layers
+    flags = lambda: [layer.gradient_checkpointing for layer in layers]  # noqa: E731
+    assert len(layers) >= 2
+    seen = []
+    trainer.add_callback(type("Flags", (TrainerCallback,), {"on_step_end": lambda *a, **k: seen.append(flags())})())
+    trainer.train()
+    assert seen and all(step == [i % 2 == 0 for i in range(len(layers))] for step in seen)

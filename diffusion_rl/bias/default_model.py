@@ -38,8 +38,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..checkpoint_integrity import weights_digest
 
 __all__ = [
@@ -420,7 +418,9 @@ def _sft(
             seed=recipe.seed,
             data_seed=data_seed,
             disable_tqdm=True,
-            use_cpu=not torch.cuda.is_available(),
+            # Always the CPU: the recipe is sized for it, and its fingerprint names one set of weights (a GPU's
+            # kernels and generators would give other weights, and numbers other than docs/default_model.md's).
+            use_cpu=True,
         )
         dataset = Dataset.from_list([{"prompt": p["prompt"], "completion": p["completion"]} for p in pairs])
         trainer = DiffusionSFTTrainer(

@@ -64,6 +64,9 @@ def letter_binding_probe(
     batch, letter_at = letter_batch(
         tokenizer, num_prompts, split=split, seed=seed, completion_length=completion_length
     )
+    # The batch is built on the CPU; the model may live on a GPU (a probe model may have no parameters at all).
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    batch = {key: batch[key].to(device) for key in ("input_ids", "attention_mask")}
     gold = batch["input_ids"][:, letter_at]
     mask_id = model.config.mask_token_id
     was_training = model.training

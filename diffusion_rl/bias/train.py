@@ -590,10 +590,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, An
 
     # The data and the rewards are read and checked before the model loads (minutes for LLaDA-8B): a bad file or
     # column fails first. The trainer checks them again, with the tokenizer.
-    from ..checks import check_reward_columns, check_reward_funcs
+    from ..checks import check_one_process_per_gpu, check_reward_columns, check_reward_funcs
 
     train_dataset, eval_sets = load_datasets(script_args, eval_seed=training_args.seed)
     in_training_eval = eval_sets.get("main") if training_args.eval_strategy != "no" else None
+    check_one_process_per_gpu(training_args)
     check_reward_funcs(rewards, training_args.reward_weights)
     DiffusionReinforceTrainer._check_datasets(training_args, train_dataset, in_training_eval)
     # Said with the job's flags (the trainer would say it again in the Python API's words).

@@ -181,7 +181,8 @@ def compute_rewards(
     if reward_weights is None:
         weights = torch.ones(k, dtype=torch.float32)
     else:
-        weights = torch.as_tensor(reward_weights, dtype=torch.float32).flatten()
+        # on the CPU, where per_func is built: weights given as a CUDA tensor failed with a device mismatch
+        weights = torch.as_tensor(reward_weights, dtype=torch.float32, device="cpu").flatten()
         if weights.numel() != k:
             raise ValueError(f"Got {weights.numel()} reward_weights for {k} reward functions {names}; pass one each.")
 
