@@ -6,15 +6,16 @@
 Nothing is downloaded: the model is `LladaForMaskedDiffusion(LladaConfig())` (LLaDA-8B's shape: 32 layers, width
 4,096, MLP 12,288, vocabulary 126,464) with random weights, built directly in bf16 on the device. Measured in one run:
 
-1. **Sampler throughput** at batch 8 x (128 prompt + 256 generated) tokens, 256 steps, block 32, temperature 1:
-   the exact sampler, the dual KV cache, and the dual cache with confidence threshold 0.9 (random weights are not
-   confident, so the threshold rarely fires here: its NFE is printed). Tokens/s = generated tokens / wall second
-   (CUDA synchronised), after a one-block warm-up.
+1. **Sampler throughput** at batch 8 x (128 prompt + 256 generated) tokens, 256 steps, block 32, temperature 1, the
+   prompts left-padded as in training (every odd row's first quarter): the exact sampler, the dual KV cache, and
+   the dual cache with confidence threshold 0.9 (random weights are not confident, so the threshold rarely fires
+   here: its NFE is printed). Tokens/s = generated tokens / wall second (CUDA synchronised), after a one-block
+   warm-up.
 2. **One RL step's peak memory** (`torch.cuda.max_memory_allocated`) and time, after one untimed step, with and
-   without gradient checkpointing: LoRA
-   r=16 on q/k/v/o, the trainer's objective on random completions of the same shape (one-step estimator with the
-   KL to the adapter-disabled base in the loss, `policy_loss`, backward, AdamW step), so the number is the log-prob
-   and update part of a step; the sampler's own peak is reported with (1).
+   without gradient checkpointing: LoRA r=16 on q/k/v/o, the trainer's objective on random completions of the same
+   shape and padding (one-step estimator with the KL to the adapter-disabled base in the loss, `policy_loss`,
+   backward, AdamW step), so the number is the log-prob and update part of a step; the sampler's own peak is
+   reported with (1).
 3. **Model FLOP utilisation**: model FLOPs per forward, `2 * parameters * tokens` for the layers (every canvas
    position) plus the LM head (only the positions whose logits are kept) plus attention `4 * layers * width *
    tokens * keys`, divided by the measured time and the device's peak bf16 dense FLOP/s (`--peak-tflops`, else
@@ -93,24 +94,34 @@ def sampler_flops(config, shape: dict, nfe: int, cache: str) -> float:
     return blocks * full + max(nfe - blocks, 0) * forward_flops(config, batch, block, length, keep)
 
 
+def left_padded_mask(rows: int, length: int, device: torch.device) -> torch.Tensor:
+    """Attention mask of a left-padded batch, as training builds it: every odd row has its first quarter padded."""
+    mask = torch.ones(rows, length, dtype=torch.long, device=device)
+    mask[1::2, : length // 4] = 0
+    return mask
+
+
 def time_sampler(model, shape: dict, device: torch.device, **kwargs) -> dict:
     config = model.config
     generator = torch.Generator(device).manual_seed(0)
     prompt = torch.randint(3, config.vocab_size - 2, (shape["batch"], shape["prompt"]), generator=generator,
                            device=device)  # fmt: skip
+    attention_mask = left_padded_mask(shape["batch"], shape["prompt"], device)
+    prompt = prompt.masked_fill(attention_mask == 0, config.pad_token_id)
     settings = dict(mask_token_id=config.mask_token_id, eos_token_id=config.eos_token_id,
                     eot_token_id=config.eot_token_id, pad_token_id=config.pad_token_id, temperature=1.0,
                     block_length=shape["block"])  # fmt: skip
     warmup = MaskedDiffusionSampler(model, steps=shape["steps"] // (shape["gen"] // shape["block"]),
                                     gen_length=shape["block"], **settings, **kwargs)  # fmt: skip
     with torch.no_grad():
-        warmup.generate(prompt, generator=generator)  # one block: kernels, allocator, cache paths
+        # one block: kernels, allocator, cache paths
+        warmup.generate(prompt, attention_mask=attention_mask, generator=generator)
         sampler = MaskedDiffusionSampler(model, steps=shape["steps"], gen_length=shape["gen"], **settings, **kwargs)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         synchronize(device)
         start = time.perf_counter()
-        out = sampler.generate(prompt, generator=generator)
+        out = sampler.generate(prompt, attention_mask=attention_mask, generator=generator)
         synchronize(device)
         seconds = time.perf_counter() - start
     flops = sampler_flops(config, shape, out.nfe, kwargs.get("cache", "none"))
@@ -133,10 +144,11 @@ def rl_step_memory(model, shape: dict, device: torch.device, checkpointing: bool
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         peft_model.train()
         rows, generator = shape["step_batch"], torch.Generator(device).manual_seed(1)
+        prompt_mask = left_padded_mask(rows, shape["prompt"], device)
         batch = RolloutBatch(
             prompt_ids=torch.randint(3, config.vocab_size - 2, (rows, shape["prompt"]), generator=generator,
-                                     device=device),
-            prompt_mask=torch.ones(rows, shape["prompt"], dtype=torch.long, device=device),
+                                     device=device).masked_fill(prompt_mask == 0, config.pad_token_id),
+            prompt_mask=prompt_mask,
             completion_ids=torch.randint(3, config.vocab_size - 2, (rows, shape["gen"]), generator=generator,
                                          device=device),
             completion_mask=torch.ones(rows, shape["gen"], dtype=torch.bool, device=device),
