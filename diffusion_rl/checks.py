@@ -342,6 +342,20 @@ def check_whole_groups(args, has_eval_dataset: bool) -> None:
             )
 
 
+def load_masked_diffusion_model(name_or_path: str) -> nn.Module:
+    """What the trainers load for a model given by name: `AutoModelForCausalLM` (LLaDA registered with it), Hub
+    kernels off, and a config that defines a mask token (see [`check_mask_token`])."""
+    from transformers import AutoModelForCausalLM
+
+    from . import models  # noqa: F401  (registers LLaDA with the Auto classes)
+
+    # Hub kernels off for every architecture (LLaDA's own from_pretrained does it too): on a GPU, transformers would
+    # download replacement layers at the first `model.train()` (an error offline).
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, use_kernels=False)
+    check_mask_token(model)
+    return model
+
+
 def check_mask_token(model: nn.Module) -> None:
     """Raise a `ValueError` unless `model.config.mask_token_id` is set (a masked diffusion model needs one)."""
     mask_token_id = getattr(model.config, "mask_token_id", None)

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from peft import PeftConfig, PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
+from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
@@ -36,6 +36,7 @@ from .checks import (
     check_one_process_per_gpu,
     check_tokenizer_mask,
     check_trainable,
+    load_masked_diffusion_model,
 )
 from .data.chat import tokenize_prompts
 from .generator_state import load_generator_states, save_generator_states
@@ -261,10 +262,7 @@ class DiffusionSFTTrainer(Trainer):
         output_lock = acquire_output_dir_lock(args)
 
         # ---- model, tokenizer ----
-        if isinstance(model, str):
-            from . import models  # noqa: F401  (registers LLaDA with the Auto classes)
-
-            model = AutoModelForCausalLM.from_pretrained(model)
+        model = load_masked_diffusion_model(model) if isinstance(model, str) else model
         check_mask_token(model)
         mask_token_id = model.config.mask_token_id
         if processing_class is None:

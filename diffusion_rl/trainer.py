@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 from peft import PeftConfig, PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
+from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
 from transformers.utils import logging
 
 from .batching import RepeatSampler, identity_collator
@@ -52,6 +52,7 @@ from .checks import (
     check_reward_funcs,
     check_trainable,
     check_whole_groups,
+    load_masked_diffusion_model,
 )
 from .completions_table import log_completions_table
 from .config import DiffusionReinforceConfig
@@ -260,9 +261,7 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
     def _load_model(model: str | PreTrainedModel) -> PreTrainedModel:
         """The model (loaded with `AutoModelForCausalLM` from a path / Hub id); its config must define a mask token."""
         if isinstance(model, str):
-            from . import models  # noqa: F401  (registers LLaDA with the Auto classes)
-
-            model = AutoModelForCausalLM.from_pretrained(model)
+            return load_masked_diffusion_model(model)
         check_mask_token(model)
         return model
 

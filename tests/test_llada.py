@@ -459,3 +459,17 @@ def test_hub_kernels_stay_off_unless_asked(official_dir):
     assert model.use_kernels is False
     model.train()
     assert model.use_kernels is False
+
+
+def test_the_trainers_load_any_architecture_without_hub_kernels(tmp_path):
+    pytest.importorskip("kernels")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from diffusion_rl.checks import load_masked_diffusion_model
+
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
+    config.mask_token_id = 63  # a masked-diffusion Llama of the user's own, not LLaDA's class
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    model = load_masked_diffusion_model(str(tmp_path))  # what both trainers load a model name with
+    assert type(model).__name__ == "LlamaForCausalLM" and model.use_kernels is False
