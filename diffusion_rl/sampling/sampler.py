@@ -417,7 +417,8 @@ class MaskedDiffusionSampler:
         device = input_ids.device
         needs_random = self.temperature > 0 or self.remasking == "random"
         if needs_random and generator is None:
-            generator = torch.Generator(device="cpu")
+            # On the inputs' device: a CPU generator would draw every step's (n, V) noise on the CPU and copy it over.
+            generator = torch.Generator(device=device)
             generator.seed()
 
         batch, prompt_length = input_ids.shape
