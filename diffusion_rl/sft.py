@@ -58,9 +58,11 @@ def forward_process(
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"eps must be in [0, 1), got {eps}")
     batch_size, length = answer_mask.shape
-    t = torch.rand(batch_size, generator=generator, device=answer_mask.device)  # (B,)
+    # Drawn on the generator's own device, so that a CPU generator also drives a batch on a GPU.
+    source = generator.device if generator is not None else answer_mask.device
+    t = torch.rand(batch_size, generator=generator, device=source).to(answer_mask.device)  # (B,)
     p_mask = (1.0 - eps) * t + eps  # (B,)
-    draws = torch.rand((batch_size, length), generator=generator, device=answer_mask.device)  # (B, L)
+    draws = torch.rand((batch_size, length), generator=generator, device=source).to(answer_mask.device)  # (B, L)
     masked = (draws < p_mask[:, None]) & answer_mask
     return masked, p_mask
 

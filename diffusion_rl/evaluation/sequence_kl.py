@@ -103,7 +103,9 @@ def sequence_kl(
     canvas = torch.cat([prompt_ids, torch.full((num_rows, gen_length), mask_token_id, device=device)], dim=1)
     attention = torch.cat([prompt_mask, torch.ones_like(canvas[:, prompt_length:])], dim=1)
     rows = torch.arange(num_rows, device=device)
-    order = torch.rand(num_rows, gen_length, generator=generator, device=device).argsort(dim=1)
+    # Drawn on the generator's own device, so that a CPU generator also drives a model on a GPU.
+    source = generator.device if generator is not None else device
+    order = torch.rand(num_rows, gen_length, generator=generator, device=source).to(device).argsort(dim=1)
     total = torch.zeros(num_rows, dtype=torch.float32, device=device)
     was_training = model.training
     model.eval()  # no dropout: the two forwards must differ by the adapter only
@@ -114,7 +116,7 @@ def sequence_kl(
             with reference():
                 base = _log_probs(model, canvas, attention, gen_length, rows, position)
             total += (policy.exp() * (policy - base)).sum(-1)
-            token = torch.multinomial(policy.exp(), 1, generator=generator).squeeze(1)
+            token = torch.multinomial(policy.exp().to(source), 1, generator=generator).squeeze(1).to(device)
             canvas[rows, prompt_length + position] = token
     finally:
         model.train(was_training)
