@@ -36,17 +36,25 @@ def check_one_process_per_gpu(args) -> None:
         )
 
 
+def _for_each_dataset(check, dataset, name: str) -> bool:
+    """For `None` or a dict of datasets (`eval_dataset` may be either): run `check(value, "name['key']")` on each
+    and return `True` (nothing left to check); `False` for a single dataset."""
+    if dataset is None:
+        return True
+    if isinstance(dataset, dict):
+        for key, value in dataset.items():
+            check(value, f"{name}[{key!r}]")
+        return True
+    return False
+
+
 def check_map_style(dataset, name: str) -> None:
     """Refuse a streaming dataset (`datasets.IterableDataset`, or any dataset without `len` and indexing).
 
     The RL trainer's sampler repeats every prompt `num_generations` times by index, and transformers hands an
     iterable dataset to the dataloader without a sampler, so a stream failed deep inside accelerate at the first step.
     """
-    if dataset is None:
-        return
-    if isinstance(dataset, dict):  # eval_dataset may be a dict of datasets
-        for key, value in dataset.items():
-            check_map_style(value, f"{name}[{key!r}]")
+    if _for_each_dataset(check_map_style, dataset, name):
         return
     if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
         raise TypeError(
@@ -87,11 +95,7 @@ def _columns(dataset) -> list[str]:
 def check_prompt_column(dataset, name: str) -> None:
     """Raise a `ValueError` unless `dataset` (or each dataset of a dict) has a `prompt` column with no empty prompt
     (nor a chat message without a string role or with empty content)."""
-    if dataset is None:
-        return
-    if isinstance(dataset, dict):  # eval_dataset may be a dict of datasets
-        for key, value in dataset.items():
-            check_prompt_column(value, f"{name}[{key!r}]")
+    if _for_each_dataset(check_prompt_column, dataset, name):
         return
     columns = _columns(dataset)
     if "prompt" not in columns:
