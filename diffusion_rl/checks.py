@@ -198,6 +198,10 @@ def check_reward_columns(reward_funcs, dataset, name: str, fix: str | None = Non
         for key, value in dataset.items():
             check_reward_columns(reward_funcs, value, f"{name}[{key!r}]", fix)
         return
+    for func in reward_funcs:  # a reward's own look at the rows (e.g. NeutralChoiceReward: options shown)
+        check_dataset = getattr(func, "check_dataset", None)
+        if callable(check_dataset):
+            check_dataset(dataset, name)
     needs = [(func, _required_columns(func)) for func in reward_funcs]
     needs = [(func, entries) for func, entries in needs if entries]
     if not needs:

@@ -363,6 +363,16 @@ def _choice_reward():
     return NeutralChoiceReward()
 
 
+def _options_not_in_prompt(ctx):
+    from datasets import Dataset
+
+    shown = "The nurse talked to the doctor. Who is caring?\n\nA) The nurse\nB) The doctor\nC) Unknown\n\nAnswer."
+    options = [["The nurse", "The doctor", "Unknown"], ["The pilot", "The doctor", "Unknown"]]  # row 1: not shown
+    rows = {"prompt": [shown, shown], "question_type": ["multiple_choice"] * 2, "context_condition": ["ambig"] * 2,
+            "neutral_option_indices": [[2], [2]], "question_options": options}  # fmt: skip
+    return _trainer(ctx, rewards=[_length_reward, _choice_reward()], dataset=Dataset.from_dict(rows))
+
+
 def _gendered_language(**kw):
     from diffusion_rl.bias.rewards.lexicon import GenderedLanguageReward
 
@@ -1206,6 +1216,18 @@ CASES: list[Case] = [
         "columns among rows with them are fine.",
         "Add the columns the message names to the training data, or remove the reward.",
         lambda ctx: _trainer(ctx, rewards=[_length_reward, _choice_reward()]),
+    ),
+    Case(
+        "reward-options-not-in-prompt",
+        "rewards",
+        ValueError,
+        r"train_dataset: 1 multiple-choice row\(s\) have question_options that their prompt does not show \(row 1: "
+        r"\['The pilot'\]",
+        "A multiple-choice row's `question_options` hold an option its prompt does not show (metadata from another "
+        "row, a shifted column): `NeutralChoiceReward` maps the chosen letter onto `question_options`, so it scored "
+        "the answers against the wrong texts without a word.",
+        "Make each row's prompt list its own `question_options` (A = the first), or fix the metadata.",
+        _options_not_in_prompt,
     ),
     # ---- estimators, trainer
     Case(

@@ -196,6 +196,24 @@ def _check_choice_row(i: int, options: Any, neutral: Any, gold: Any) -> None:
         check_index("gold_option_index", gold)
 
 
+def _prompt_text(prompt: Any) -> str:
+    """The text of a prompt: the string, or the contents of a conversation's messages."""
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list):
+        return "\n".join(str(m.get("content") or "") for m in prompt if isinstance(m, dict))
+    return ""
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _shows(text: str, option: str) -> bool:
+    """Whether `option` stands in `text` as whole words ("he" is not shown by "the")."""
+    return re.search(rf"(?<!\w){re.escape(option)}(?!\w)", text) is not None
+
+
 class NeutralChoiceReward:
     """Reward the unbiased answer of multiple-choice questions.
 
@@ -257,6 +275,42 @@ class NeutralChoiceReward:
         if self.require_restated_option:
             self.name = "neutral_choice_restated"
         self.last_metrics: dict[str, float] = {}
+
+    def check_dataset(self, dataset: Any, name: str) -> None:
+        """Refuse rows whose prompt does not show every option of their `question_options`.
+
+        The reward maps the letter a completion picks onto `question_options` (A = the first option): a prompt that
+        lists other options (metadata from another row, a shifted column) would be scored against the wrong texts
+        without a word. Each option must appear in the prompt's text as whole words (case and spacing aside); the
+        order is not checked (prompt formats differ). Called by the trainers and the main job before the model loads,
+        through `diffusion_rl.checks.check_reward_columns`; only `datasets.Dataset`s with both columns are scanned.
+
+        Raises:
+            ValueError: naming the first rows, their missing options and the fix.
+        """
+        if "prompt" not in getattr(dataset, "column_names", ()) or "question_options" not in dataset.column_names:
+            return
+        types = dataset["question_type"] if "question_type" in dataset.column_names else None
+        bad = []
+        for index, (prompt, options) in enumerate(zip(dataset["prompt"], dataset["question_options"])):
+            if (
+                not options
+                or not isinstance(options, list)
+                or (types is not None and types[index] != "multiple_choice")
+            ):
+                continue
+            shown = _normalised(_prompt_text(prompt))
+            missing = [o for o in options if isinstance(o, str) and not _shows(shown, _normalised(o))]
+            if missing:
+                bad.append((index, missing, options))
+        if bad:
+            examples = "; ".join(f"row {i}: {m!r} of {o!r}" for i, m, o in bad[:3])
+            raise ValueError(
+                f"{name}: {len(bad)} multiple-choice row(s) have question_options that their prompt does not show "
+                f"({examples}). {self.name!r} scores the letter a completion picks against question_options (A = the "
+                "first), so each prompt must list its own options, in that order. Fix the prompt or the "
+                "question_options of these rows (a column shifted or copied from another row?)."
+            )
 
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], log_metric=None, **kwargs: Any
