@@ -192,11 +192,7 @@ def check_reward_columns(reward_funcs, dataset, name: str, fix: str | None = Non
         fix (`str`, *optional*):
             How to add the columns, for the message (defaults to the Python API's way).
     """
-    if dataset is None:
-        return
-    if isinstance(dataset, dict):
-        for key, value in dataset.items():
-            check_reward_columns(reward_funcs, value, f"{name}[{key!r}]", fix)
+    if _for_each_dataset(lambda value, label: check_reward_columns(reward_funcs, value, label, fix), dataset, name):
         return
     for func in reward_funcs:  # a reward's own look at the rows (e.g. NeutralChoiceReward: options shown)
         check_dataset = getattr(func, "check_dataset", None)
@@ -279,9 +275,7 @@ def check_reward_names(reward_funcs) -> None:
     Every per-reward metric and completions-table column is keyed by the name (`rewards/<name>/mean`), so two
     rewards sharing one were merged into a single series without a word.
     """
-    from .rewards.base import reward_name
-
-    names = [reward_name(func) for func in reward_funcs]
+    names = [_reward_name(func) for func in reward_funcs]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         shared = ", ".join(
@@ -350,16 +344,17 @@ def check_whole_groups(args, has_eval_dataset: bool) -> None:
             )
 
 
-def load_masked_diffusion_model(name_or_path: str) -> nn.Module:
-    """What the trainers load for a model given by name: `AutoModelForCausalLM` (LLaDA registered with it), Hub
-    kernels off, and a config that defines a mask token (see [`check_mask_token`])."""
-    from transformers import AutoModelForCausalLM
+def load_masked_diffusion_model(model: str | nn.Module) -> nn.Module:
+    """The trainers' model: loaded with `AutoModelForCausalLM` (LLaDA registered with it, Hub kernels off) when given
+    by name or path, as is otherwise; either way its config must define a mask token (see [`check_mask_token`])."""
+    if isinstance(model, str):
+        from transformers import AutoModelForCausalLM
 
-    from . import models  # noqa: F401  (registers LLaDA with the Auto classes)
+        from . import models  # noqa: F401  (registers LLaDA with the Auto classes)
 
-    # Hub kernels off for every architecture (LLaDA's own from_pretrained does it too): on a GPU, transformers would
-    # download replacement layers at the first `model.train()` (an error offline).
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, use_kernels=False)
+        # Hub kernels off for every architecture (LLaDA's own from_pretrained does it too): on a GPU, transformers
+        # would download replacement layers at the first `model.train()` (an error offline).
+        model = AutoModelForCausalLM.from_pretrained(model, use_kernels=False)
     check_mask_token(model)
     return model
 

@@ -31,7 +31,6 @@ from transformers.utils import logging
 
 from .checks import (
     check_lora_targets,
-    check_mask_token,
     check_not_already_peft,
     check_one_process_per_gpu,
     check_tokenizer_mask,
@@ -262,8 +261,7 @@ class DiffusionSFTTrainer(Trainer):
         output_lock = acquire_output_dir_lock(args)
 
         # ---- model, tokenizer ----
-        model = load_masked_diffusion_model(model) if isinstance(model, str) else model
-        check_mask_token(model)
+        model = load_masked_diffusion_model(model)
         mask_token_id = model.config.mask_token_id
         if processing_class is None:
             processing_class = AutoTokenizer.from_pretrained(model.config._name_or_path)

@@ -44,7 +44,6 @@ from .checkpointing import SigtermCheckpointCallback, hub_upload_ignoring
 from .checks import (
     check_lora_targets,
     check_map_style,
-    check_mask_token,
     check_not_already_peft,
     check_one_process_per_gpu,
     check_prompt_column,
@@ -173,7 +172,7 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
         self._check_push_to_hub(args)
         output_lock = acquire_output_dir_lock(args)  # one run per output_dir, taken before any model is loaded
 
-        model = self._load_model(model)
+        model = load_masked_diffusion_model(model)
         if processing_class is None:
             processing_class = AutoTokenizer.from_pretrained(model.config._name_or_path)
         # Tokenizer, first rows, special tokens, lengths, finite weights: before the model is wrapped.
@@ -256,14 +255,6 @@ class DiffusionReinforceTrainer(CheckpointMixin, RolloutMixin, Trainer):
 
             if huggingface_hub.constants.HF_HUB_OFFLINE:
                 raise HubPushError("push_to_hub=True but HF_HUB_OFFLINE is set; unset it or use push_to_hub=False.")
-
-    @staticmethod
-    def _load_model(model: str | PreTrainedModel) -> PreTrainedModel:
-        """The model (loaded with `AutoModelForCausalLM` from a path / Hub id); its config must define a mask token."""
-        if isinstance(model, str):
-            return load_masked_diffusion_model(model)
-        check_mask_token(model)
-        return model
 
     @staticmethod
     def _wrap_with_peft(model: PreTrainedModel, peft_config: PeftConfig | None, seed: int) -> PreTrainedModel:
