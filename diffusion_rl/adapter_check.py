@@ -17,7 +17,13 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["AdapterMismatchError", "adapter_file_shapes", "check_adapter_fits", "recorded_base_model"]
+__all__ = [
+    "AdapterMismatchError",
+    "adapter_file_shapes",
+    "check_adapter_dir",
+    "check_adapter_fits",
+    "recorded_base_model",
+]
 
 SAFE_NAME = "adapter_model.safetensors"
 BIN_NAME = "adapter_model.bin"
@@ -25,6 +31,43 @@ BIN_NAME = "adapter_model.bin"
 
 class AdapterMismatchError(ValueError):
     """The adapter was trained for a different base model (missing or extra tensors, mismatched shapes)."""
+
+
+def check_adapter_dir(adapter_path: str | os.PathLike) -> Path:
+    """Check that `adapter_path` holds a saved adapter (config and weights) without loading anything.
+
+    Called by `load_adapter`, and by `diffusion-rl evaluate` / `generate` before they load the base model: a
+    mistyped `--adapter_name_or_path` used to be reported only once the model had loaded (minutes for LLaDA-8B).
+
+    Raises:
+        `FileNotFoundError`: no such folder (a Hub id must be downloaded first), no `adapter_config.json` there, or
+            no `adapter_model.safetensors` / `.bin`; the message names the newest `checkpoint-N` inside when the
+            folder is a run's `output_dir` without a final save.
+    """
+    path = Path(adapter_path)
+    if not path.exists():
+        # An `owner/name` the user pushed: only local folders are read (PEFT's Hub download is not wired in).
+        hub = len(path.parts) == 2 and not str(adapter_path).startswith((".", "/", "~"))
+        hint = (
+            f" To use a Hub adapter, download it first (`hf download {adapter_path} --local-dir DIR`)." if hub else ""
+        )
+        raise FileNotFoundError(
+            f"no adapter folder at {str(path)!r} (one holding adapter_config.json and {SAFE_NAME}); pass the "
+            f"directory the trainer saved the adapter to.{hint}"
+        )
+    if not (path / "adapter_config.json").is_file():
+        prefix = "checkpoint-"  # a run's output_dir without a final save still holds its checkpoints
+        steps = sorted(int(p.name[len(prefix) :]) for p in path.glob(prefix + "*") if p.name[len(prefix) :].isdigit())
+        inside = f" It holds checkpoints: pass one, e.g. {path / f'checkpoint-{steps[-1]}'}." if steps else ""
+        raise FileNotFoundError(
+            f"{path} has no adapter_config.json; pass the directory the trainer saved the adapter to.{inside}"
+        )
+    if not ((path / SAFE_NAME).is_file() or (path / BIN_NAME).is_file()):
+        raise FileNotFoundError(
+            f"{path} has adapter_config.json but no {SAFE_NAME} (or {BIN_NAME}): the adapter's weights are missing "
+            "(a copy or save that did not finish?). Pass a folder holding both."
+        )
+    return path
 
 
 def recorded_base_model(adapter_path: str | os.PathLike) -> str | None:

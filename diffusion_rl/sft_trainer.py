@@ -84,6 +84,17 @@ def _check_message(message: Any, where: str) -> dict[str, str]:
     return {"role": message["role"], "content": message["content"]}
 
 
+def _check_answer(answer: str, where: str) -> str:
+    # An empty answer is laid out as a lone EOT: the row silently taught the model to answer with nothing (and when
+    # every answer is empty, completion_length became 1). Usually a missing or misnamed column filled with "".
+    if not answer.strip():
+        raise ValueError(
+            f"{where} has an empty answer: it would teach the model to answer with nothing (an EOT at once). Remove "
+            "the row, or give it the answer text (check that the completion column holds the answers)."
+        )
+    return answer
+
+
 def split_sft_example(
     row: Mapping[str, Any],
     where: str = "row",
@@ -124,14 +135,14 @@ def split_sft_example(
                 f"got {prompt!r:.100}."
             )
         if isinstance(completion, str):
-            return prompt, completion
+            return prompt, _check_answer(completion, where)
         if isinstance(completion, Sequence) and len(completion) == 1:
             message = _check_message(completion[0], f"{where}, completion message 0")
             if message["role"] != "assistant":
                 raise ValueError(
                     f"{where}: the completion message has role {message['role']!r}; it must be 'assistant'."
                 )
-            return prompt, message["content"]
+            return prompt, _check_answer(message["content"], where)
         raise ValueError(
             f"{where}: {completion_field!r} must be a string or a list with exactly one assistant message (the answer "
             f"slot holds one turn), got {completion!r:.100}."
@@ -149,7 +160,7 @@ def split_sft_example(
                 f"{where}: the last message has role {messages[-1]['role']!r}; in the {messages_field!r} format the "
                 "last message must be the assistant's answer."
             )
-        return messages[:-1], messages[-1]["content"]
+        return messages[:-1], _check_answer(messages[-1]["content"], where)
     raise ValueError(
         f"{where} has neither {prompt_field!r}/{completion_field!r} nor {messages_field!r} (keys: {sorted(row)}); "
         "rename the columns or set dataset_prompt_field / dataset_completion_field / dataset_messages_field."
@@ -418,7 +429,7 @@ class DiffusionSFTTrainer(Trainer):
             raise ValueError(
                 f"{where}: its prompt is {length} tokens and the answer slot {completion_length}, "
                 f"{length + completion_length} in all, more than the model's max_position_embeddings "
-                f"({limit}); set max_prompt_length (keeps the prompt's end) or shorten the rows, or lower "
+                f"({limit}). DiffusionSFTTrainer does not cut prompts: shorten or drop the row, or lower "
                 "completion_length."
             )
 
@@ -430,20 +441,15 @@ class DiffusionSFTTrainer(Trainer):
         for start in range(0, len(prompts), chunk):
             part = prompts[start : start + chunk]
             try:
-                rendered = tokenize_prompts(
-                    tokenizer, part, max_prompt_length=args.max_prompt_length, system_prompt=args.system_prompt
-                )
+                # Measured without the limit, compared below: tokenize_prompts' own message offers truncate_left,
+                # which this trainer does not have.
+                rendered = tokenize_prompts(tokenizer, part, system_prompt=args.system_prompt)
                 ids = rendered["input_ids"]  # (n, P)
                 lengths += rendered["attention_mask"].sum(dim=1).tolist()
             except (TypeError, ValueError):
                 for j, prompt in enumerate(part):  # find the row, then name it
                     try:
-                        tokenize_prompts(
-                            tokenizer,
-                            [prompt],
-                            max_prompt_length=args.max_prompt_length,
-                            system_prompt=args.system_prompt,
-                        )
+                        tokenize_prompts(tokenizer, [prompt], system_prompt=args.system_prompt)
                     except (TypeError, ValueError) as error:
                         raise ValueError(f"{name} row {start + j}: {error}") from error
                 raise
@@ -452,6 +458,16 @@ class DiffusionSFTTrainer(Trainer):
                 raise ValueError(
                     f"{name} row {start + int(bad[0])}: the prompt contains the mask token; remove it from the text."
                 )
+        limit = args.max_prompt_length
+        too_long = [i for i, length in enumerate(lengths) if limit is not None and length > limit]
+        if too_long:
+            i = too_long[0]
+            # Worded as tokenize_prompts' message ("prompt 0" of the row), with this trainer's fixes.
+            raise ValueError(
+                f"{name} row {i}: prompt 0 is {lengths[i]} tokens long after the chat template, more than "
+                f"max_prompt_length={limit} ({len(too_long)} row(s) are). DiffusionSFTTrainer does not cut prompts: "
+                "raise max_prompt_length (or leave it unset), or shorten or drop those rows."
+            )
         return lengths
 
     # ------------------------------------------------------------------ data

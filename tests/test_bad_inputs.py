@@ -175,6 +175,12 @@ def _file(ctx, name: str, text: str) -> Path:
     return path
 
 
+def _bytes_file(ctx, name: str, data: bytes) -> Path:
+    path = ctx.tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
 def _forbid_model_loading(ctx, module, name: str) -> None:
     """Replace `module.name` (a model loader) with one that fails the test: the command must stop before it."""
 
@@ -392,6 +398,35 @@ def _sft_long_prompt(ctx):
         train_dataset=data,
         processing_class=ctx.tokenizer,
     )
+
+
+def _sft_rows(ctx, rows, **config):
+    """`DiffusionSFTTrainer` on `rows` (a list of dicts) with the session's tokenizer and a copy of its model."""
+    from datasets import Dataset
+
+    from diffusion_rl.sft_trainer import DiffusionSFTTrainer
+
+    return DiffusionSFTTrainer(
+        copy.deepcopy(ctx.model),
+        args=_sft_config(ctx, max_steps=1, **config),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=ctx.tokenizer,
+    )
+
+
+def _not_a_checkpoint(ctx) -> str:
+    folder = ctx.tmp_path / "not_a_checkpoint"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("")
+    return str(folder)
+
+
+def _run_with_checkpoints(ctx) -> str:
+    """The output_dir of a run that saved checkpoints but no final adapter (stopped early)."""
+    run = ctx.tmp_path / "run"
+    for step in (5, 10):
+        (run / f"checkpoint-{step}").mkdir(parents=True)
+    return str(run)
 
 
 def _frozen_model(ctx):
@@ -1026,6 +1061,37 @@ CASES: list[Case] = [
         "Set `tokenizer.chat_template` (copy it from the model's `tokenizer_config.json`).",
         _no_chat_template,
     ),
+    Case(
+        "data-file-column-mixed-types",
+        "data",
+        _error("diffusion_rl.data.loaders", "PromptDataError"),
+        r"column 'source_id' holds values of different types: record 0 has 17 \(int\), record 2 has 'q-18' \(str\)",
+        "A column of a prompt file has values of different types in different records (an id that is a number in "
+        "one line and a string in another): a bare `ArrowInvalid` from pyarrow that named neither the column nor the "
+        "record.",
+        "Give the column one type in every record (null where there is no value), e.g. quote the numbers of a text "
+        "column.",
+        lambda ctx: _load_prompts(
+            _file(
+                ctx,
+                "prompts.jsonl",
+                "".join(
+                    json.dumps({"prompt": "Who is the nurse?", "source_id": i}) + "\n" for i in (17, None, "q-18")
+                ),
+            )
+        ),
+    ),
+    Case(
+        "data-file-not-utf8",
+        "data",
+        _error("diffusion_rl.data.loaders", "PromptDataError"),
+        r"prompts\.jsonl is not UTF-8 text \(invalid start byte at byte 0; it starts like UTF-16\)\. Save it as UTF-8",
+        "A prompt file in another encoding, e.g. UTF-16 (what `>` of Windows PowerShell writes): a bare "
+        "`UnicodeDecodeError` that named neither the file nor the fix. (UTF-8 files with a byte-order mark are read; "
+        "the mark used to hide a CSV's `prompt` column.)",
+        "Save the file as UTF-8 (`iconv -f UTF-16 -t UTF-8`, or `Out-File -Encoding utf8` in PowerShell).",
+        lambda ctx: _load_prompts(_bytes_file(ctx, "prompts.jsonl", '{"prompt": "Who?"}\n'.encode("utf-16"))),
+    ),
     # ---- sampler
     Case(
         "sampler-pad-equals-mask",
@@ -1466,8 +1532,51 @@ CASES: list[Case] = [
         r"max_position_embeddings \(\d+\)",
         "`DiffusionSFTTrainer` on a row whose prompt and answer slot exceed the model's positions: it trained without "
         "an error (RoPE beyond the trained range).",
-        "Set `max_prompt_length` (keeps the prompt's end), shorten the rows, or lower `completion_length`.",
+        "Shorten or drop the row (`DiffusionSFTTrainer` does not cut prompts), or lower `completion_length`.",
         lambda ctx: _sft_long_prompt(ctx),
+    ),
+    Case(
+        "sft-prompt-longer-than-max-prompt-length",
+        "trainer",
+        ValueError,
+        r"train_dataset row 1: prompt 0 is \d+ tokens long after the chat template, more than max_prompt_length=24 "
+        r"\(1 row\(s\) are\)\. DiffusionSFTTrainer does not cut prompts",
+        "`DiffusionSFTTrainer` with a row longer than `max_prompt_length`: the message offered `truncate_left=True`, "
+        "an option of `tokenize_prompts` that the SFT config does not have (and the positions check advised setting "
+        "`max_prompt_length` to cut prompts, which it never does).",
+        "Raise `max_prompt_length` (or leave it unset), or shorten or drop the rows.",
+        lambda ctx: _sft_rows(
+            ctx,
+            [{"prompt": "Who is the nurse?", "completion": "A person."}, {"prompt": "word " * 40, "completion": "A."}],
+            max_prompt_length=24,
+        ),
+    ),
+    Case(
+        "sft-empty-answer",
+        "trainer",
+        ValueError,
+        r"train_dataset row 1 has an empty answer: it would teach the model to answer with nothing",
+        "An SFT row whose answer (`completion`, the completion message, or the last `messages` turn) is empty or "
+        "whitespace: it trained the model to answer with a lone EOT, without a word (when every answer was empty, "
+        "`completion_length` became 1).",
+        "Remove the row or give it the answer; check that the completion column is the one holding the answers.",
+        lambda ctx: _sft_rows(
+            ctx,
+            [
+                {
+                    "messages": [
+                        {"role": "user", "content": "Who is the nurse?"},
+                        {"role": "assistant", "content": "A."},
+                    ]
+                },
+                {
+                    "messages": [
+                        {"role": "user", "content": "Who is the pilot?"},
+                        {"role": "assistant", "content": " "},
+                    ]
+                },
+            ],
+        ),
     ),
     Case(
         "trainer-nothing-to-train",
@@ -1926,6 +2035,101 @@ CASES: list[Case] = [
             ],
         ),
     ),
+    Case(
+        "job-rewards-mapping",
+        "job/CLI",
+        ValueError,
+        r"rewards must be a list of reward names, got a mapping .*write `rewards: \[genbit, neutral_choice\]` and "
+        r"`reward_weights: \[1\.0, 0\.5\]`",
+        "`rewards: {genbit: 1.0, neutral_choice: 0.5}` in a recipe (names mapped to weights): a bare `AttributeError: "
+        "'dict' object has no attribute 'count'`.",
+        "Write the names as a list and the weights under their own key: `rewards: [genbit, neutral_choice]`, "
+        "`reward_weights: [1.0, 0.5]`.",
+        lambda ctx: _job(
+            ctx,
+            [
+                "--config",
+                str(_file(ctx, "recipe.yaml", "rewards: {genbit: 1.0, neutral_choice: 0.5}\nmax_steps: 1\n")),
+                "--output_dir",
+                str(ctx.tmp_path / "out"),
+            ],
+        ),
+    ),
+    Case(
+        "job-recipe-unknown-key",
+        "job/CLI",
+        ValueError,
+        r"recipe .*recipe\.yaml: unknown key\(s\) 'max_step' \(did you mean 'max_steps'\?\), 'lerning_rate' \(did "
+        r"you mean 'learning_rate'\?\)",
+        "A recipe key that is no flag of the job (a typo): TRL reported it only after every other check, with fixes "
+        'for a developer ("add them to the dataclass, or set `fail_with_unknown_args=False`") and no hint of the '
+        "flag meant.",
+        "Fix the spelling the message suggests, or remove the key (`--help` lists the flags).",
+        lambda ctx: _job(
+            ctx,
+            [
+                "--config",
+                str(_file(ctx, "recipe.yaml", "max_step: 1\nlerning_rate: 1.0e-3\nrewards: [genbit]\n")),
+                "--output_dir",
+                str(ctx.tmp_path / "out"),
+            ],
+        ),
+    ),
+    Case(
+        "job-recipe-is-accelerate-config",
+        "job/CLI",
+        ValueError,
+        r"is an accelerate config .*not a recipe of the job: pass it to accelerate, `accelerate launch --config_file",
+        "`--config` given an accelerate config (`examples/accelerate_configs/*.yaml`) instead of a recipe.",
+        "Pass it to `accelerate launch --config_file FILE` and the recipe to `--config`.",
+        lambda ctx: _job(
+            ctx,
+            [
+                "--config",
+                str(_file(ctx, "multi_gpu.yaml", "compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\n")),
+                "--output_dir",
+                str(ctx.tmp_path / "out"),
+            ],
+        ),
+    ),
+    Case(
+        "job-resume-checked-before-model",
+        "job/CLI",
+        _error("diffusion_rl.resume", "IncompleteCheckpointError"),
+        r"Cannot resume from .*/not_a_checkpoint: trainer_state\.json is missing",
+        "`--resume_from_checkpoint DIR` with a folder that is not a complete checkpoint (or `true` with an "
+        "`output_dir` that has none): checked only once the model had loaded.",
+        "Pass a `checkpoint-N` folder of the run, or `true` for the newest complete one in `--output_dir`.",
+        lambda ctx: _job(
+            ctx,
+            [
+                "--resume_from_checkpoint",
+                _not_a_checkpoint(ctx),
+                "--output_dir",
+                str(ctx.tmp_path / "out"),
+            ],
+        ),
+    ),
+    Case(
+        "cli-adapter-checked-before-model",
+        "job/CLI",
+        FileNotFoundError,
+        r"run has no adapter_config\.json; pass the directory the trainer saved the adapter to\. It holds "
+        r"checkpoints: pass one, e\.g\. .*run/checkpoint-10",
+        "`diffusion-rl evaluate` / `generate --adapter_name_or_path DIR` where `DIR` holds no adapter (a typo, or a "
+        "run stopped before its final save): reported only once the base model had loaded.",
+        "Pass the folder the trainer saved the adapter to (`output_dir`, or the `checkpoint-N` the message names).",
+        lambda ctx: _cli_before_model(
+            ctx,
+            [
+                "evaluate",
+                "--adapter_name_or_path",
+                _run_with_checkpoints(ctx),
+                "--output_dir",
+                str(ctx.tmp_path / "o"),
+            ],
+        ),
+    ),
 ]
 
 
@@ -1988,6 +2192,40 @@ def test_errors_page_matches_catalogue():
     assert table == render_table(), "docs/errors.md is out of date: run `python tests/test_bad_inputs.py`"
     for case in CASES:
         assert f"`{case.id}`" in text
+
+
+# ------------------------------------------------------------------ inputs that used to be misread (now read right)
+
+
+def test_columns_missing_from_the_first_record_are_kept(tmp_path):
+    """`Dataset.from_list` takes the first record's columns: a later record's `question_options` was dropped."""
+    from diffusion_rl.data.loaders import load_prompt_dataset
+
+    path = tmp_path / "prompts.jsonl"
+    rows = [{"prompt": "Describe a nurse."}, {"prompt": "Who cares? A) He B) She", "question_options": ["He", "She"]}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = load_prompt_dataset(path)
+    assert dataset.column_names == ["prompt", "question_options"]
+    assert dataset["question_options"] == [None, ["He", "She"]]
+
+
+def test_utf8_byte_order_mark_is_read(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark, which became part of the first column's name."""
+    from diffusion_rl.data.loaders import load_prompt_dataset
+
+    (tmp_path / "prompts.csv").write_bytes("prompt\nWho is the nurse?\n".encode("utf-8-sig"))
+    (tmp_path / "prompts.jsonl").write_bytes('{"prompt": "Who is the nurse?"}\n'.encode("utf-8-sig"))
+    for name in ("prompts.csv", "prompts.jsonl"):
+        assert load_prompt_dataset(tmp_path / name)["prompt"] == ["Who is the nurse?"], name
+
+
+def test_resume_from_checkpoint_false_starts_fresh(tmp_path, monkeypatch):
+    """`--resume_from_checkpoint false` was passed on as the folder "false" (refused once the model had loaded)."""
+    from diffusion_rl.bias.train import parse_args
+
+    monkeypatch.chdir(tmp_path)
+    _, training_args, _ = parse_args(["--resume_from_checkpoint", "false", "--output_dir", str(tmp_path / "out")])
+    assert training_args.resume_from_checkpoint is None
 
 
 if __name__ == "__main__":

@@ -90,6 +90,14 @@ def load_model(model_args) -> tuple[Any, Any, Any]:
     return model.to(device).eval(), tokenizer, base
 
 
+def _check_adapter(model_args) -> None:
+    """A wrong `--adapter_name_or_path` fails now: `load_adapter` would say the same once the model had loaded."""
+    if model_args.adapter_name_or_path is not None:
+        from ..adapter_check import check_adapter_dir
+
+        check_adapter_dir(model_args.adapter_name_or_path)
+
+
 def _sampler_settings(sampler_args, base_model) -> dict[str, Any]:
     from ..models.sampler_settings import stored_sampler_settings
     from .cli_args import resolve_sampler_settings
@@ -119,6 +127,7 @@ def cmd_generate(argv: list[str]) -> None:
     from ..validation import MAX_TEMPERATURE, check_float
 
     check_float("temperature", sampler_args.temperature, minimum=0.0, maximum=MAX_TEMPERATURE, allow_none=True)
+    _check_adapter(model_args)
     import torch
     from tqdm.auto import tqdm
 
@@ -178,6 +187,7 @@ def cmd_evaluate(argv: list[str]) -> None:
             f"diffusion-rl evaluate: {output_dir} already holds a report ({', '.join(found)}); pass another "
             "--output_dir, or --overwrite_output_dir true to replace it."
         )
+    _check_adapter(model_args)
     dataset = _eval_dataset(eval_args, model_args.seed)
     from .evaluation import evaluate_model, report_evaluation
 

@@ -159,6 +159,12 @@ class BiasScriptArguments:
         check_int("cpu_threads", self.cpu_threads, minimum=1, allow_none=True, hint="Unset: the available cores.")
         if isinstance(self.rewards, str):  # `rewards: genbit` in a recipe: a scalar, not a list
             raise ValueError(f"rewards must be a list of reward names, e.g. [{self.rewards}], got {self.rewards!r}.")
+        if isinstance(self.rewards, dict):  # `rewards: {genbit: 1.0}`: names mapped to weights (an AttributeError)
+            names, weights = ", ".join(map(str, self.rewards)), ", ".join(map(str, self.rewards.values()))
+            raise ValueError(
+                f"rewards must be a list of reward names, got a mapping {self.rewards!r}; weights have their own key: "
+                f"write `rewards: [{names}]` and `reward_weights: [{weights}]` (one weight per reward, in order)."
+            )
         if self.question_type not in QUESTION_TYPE_CHOICES:
             raise ValueError(
                 f"question_type must be one of {', '.join(QUESTION_TYPE_CHOICES)}, got {self.question_type!r}."
@@ -221,14 +227,59 @@ SYNTHETIC_REWARD_COLUMNS_FIX = (
 )
 
 
-def make_parser(prog: str | None = None):
-    """`TrlParser` over (script args, `DiffusionReinforceConfig`, `trl.ModelConfig`); `--config recipe.yaml` works."""
-    from trl import ModelConfig, TrlParser
+def _dataclass_types() -> tuple:
+    from trl import ModelConfig
 
     from ..config import DiffusionReinforceConfig
 
+    return BiasScriptArguments, DiffusionReinforceConfig, ModelConfig
+
+
+def make_parser(prog: str | None = None):
+    """`TrlParser` over (script args, `DiffusionReinforceConfig`, `trl.ModelConfig`); `--config recipe.yaml` works."""
+    from trl import TrlParser
+
     description = f"{__doc__.splitlines()[0]}\n\nMost used: {COMMON_FLAGS}."
-    return TrlParser((BiasScriptArguments, DiffusionReinforceConfig, ModelConfig), prog=prog, description=description)
+    return TrlParser(_dataclass_types(), prog=prog, description=description)
+
+
+def check_recipe_keys(path: str) -> None:
+    """Refuse a recipe key that is no flag of the job, naming the closest flag.
+
+    TrlParser reports such a key only after every other check of the recipe, as "Unknown arguments from config file:
+    ['--max_step', '1']. Please remove them, add them to the dataclass, or set `fail_with_unknown_args=False`": fixes
+    for a developer, and no hint that `max_steps` was meant.
+
+    Args:
+        path (`str`): The recipe YAML given to `--config`.
+
+    Raises:
+        `ValueError`: a key is no field of the job's dataclasses (nor TRL's `env`); the message names the closest
+            flag of each, or says that the file is an accelerate config.
+    """
+    import difflib
+    from dataclasses import fields
+
+    recipe = _read_yaml(path)
+    if not isinstance(recipe, dict):  # TrlParser's own message names the file ("must contain a YAML mapping")
+        return
+    known = {f.name for dataclass_type in _dataclass_types() for f in fields(dataclass_type)} | {"env"}  # TRL's env
+    unknown = [key for key in recipe if key not in known]
+    if {"distributed_type", "compute_environment"} & set(unknown):
+        raise ValueError(
+            f"recipe {path} is an accelerate config (it sets {', '.join(map(repr, unknown[:3]))}, ...), not a recipe "
+            "of the job: pass it to accelerate, `accelerate launch --config_file "
+            f"{path} examples/train_llada_bias.py --config RECIPE.yaml`."
+        )
+    if unknown:
+        named = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            named.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+        raise ValueError(
+            f"recipe {path}: unknown key(s) {', '.join(named)}. Every key must be a flag of the job (`--help` lists "
+            "them): fix its spelling or remove it."
+        )
 
 
 def default_recipe(argv: list[str]) -> Path | None:
@@ -259,6 +310,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None):
                     f"{', '.join(sorted(p.name for p in RECIPES_DIR.glob('*.yaml')))}."
                 )
             argv[index + 1] = str(packaged)
+        check_recipe_keys(argv[index + 1])
     else:
         argv = ["--config", str(default_recipe(argv)), *argv]
     model_path = _flag_value(argv, "--model_name_or_path")
@@ -285,6 +337,9 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None):
         model_args.use_peft = True
     if str(training_args.resume_from_checkpoint).lower() == "true":  # Trainer's "latest checkpoint in output_dir"
         training_args.resume_from_checkpoint = True
+    elif str(training_args.resume_from_checkpoint).lower() == "false":
+        # Not a folder named "false": the trainer tried to resume from it and failed once the model had loaded.
+        training_args.resume_from_checkpoint = None
     scale_evaluation(argv, script_args, training_args, _read_yaml(config_file) or {})
     return script_args, training_args, model_args
 
@@ -562,8 +617,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, An
     from ..output_lock import acquire_output_dir_lock
 
     acquire_output_dir_lock(training_args)
-    resuming = training_args.resume_from_checkpoint not in (None, False, "false", "False")
+    resuming = training_args.resume_from_checkpoint not in (None, False)
     stale = check_previous_run(output_dir, overwrite=script_args.overwrite_output_dir, resuming=resuming)
+    if resuming:
+        from ..resume import resolve_resume_checkpoint
+
+        # The folder (or, for `true`, output_dir's newest complete checkpoint-N) is checked now: the trainer checks
+        # it again, but only once the model has loaded (minutes for LLaDA-8B). Each process checks its own files.
+        resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args)
     from ..cpu_threads import set_cpu_threads
 
     set_cpu_threads(script_args.cpu_threads, on_cpu=training_args.device.type == "cpu")

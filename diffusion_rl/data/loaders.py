@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow as pa
 
 from .chat import check_role
 from .records import RECORD_FEATURES, render_free_text_prompt, render_mcq_prompt
@@ -128,10 +129,25 @@ def _csv_value(column: str, cell: str) -> Any:
 
 
 def _read_file(path: Path) -> list[dict[str, Any]]:
+    try:
+        return _read_text_file(path)
+    except UnicodeDecodeError as error:
+        # Without this the user got a bare UnicodeDecodeError naming neither the file nor the fix.
+        utf16 = path.read_bytes()[:2] in (b"\xff\xfe", b"\xfe\xff")  # what Windows PowerShell's `>` writes
+        hint = "; it starts like UTF-16" if utf16 else ""
+        raise PromptDataError(
+            f"{path} is not UTF-8 text ({error.reason} at byte {error.start}{hint}). Save it as UTF-8 (e.g. `iconv "
+            "-f UTF-16 -t UTF-8`, or `Out-File -Encoding utf8` in PowerShell)."
+        ) from error
+
+
+def _read_text_file(path: Path) -> list[dict[str, Any]]:
+    # "utf-8-sig" also reads files saved with a byte-order mark (Excel's "CSV UTF-8", Windows editors): read as plain
+    # UTF-8, the mark became part of the first column's name and a CSV's 'prompt' column was not found.
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         rows = []
-        with path.open(encoding="utf-8") as f:
+        with path.open(encoding="utf-8-sig") as f:
             for line_no, line in enumerate(f, start=1):
                 if line.strip():
                     try:
@@ -140,12 +156,12 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
                         raise PromptDataError(f"{path}:{line_no} is not valid JSON ({err.msg}).") from err
         return rows
     if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
         if not isinstance(data, list):
             raise PromptDataError(f"{path} must contain a JSON list of records, got {type(data).__name__}.")
         return data
     if suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
+        with path.open(encoding="utf-8-sig", newline="") as f:
             return [{k: _csv_value(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
     raise ValueError(f"unsupported file type {suffix!r} for {path}; use .jsonl, .json, .csv or .parquet.")
 
@@ -168,10 +184,45 @@ def _normalise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _column_fits(values: list[Any]) -> bool:
+    """Whether Arrow can store `values` as one column."""
+    try:
+        pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
+    return True
+
+
+def _column_type_problem(column: str, values: list[Any]) -> str:
+    """Name the first record whose `column` value Arrow cannot store with the records before it."""
+    low, high = 1, len(values)  # the shortest failing prefix: a prefix that fails stays failing when extended
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if _column_fits(values[:middle]) else (low, middle)
+    bad = low - 1
+    first = next(i for i, value in enumerate(values) if value is not None)
+    return (
+        f"column {column!r} holds values of different types: record {first} has {values[first]!r:.60} "
+        f"({type(values[first]).__name__}), record {bad} has {values[bad]!r:.60} ({type(values[bad]).__name__}). A "
+        "column must have one type in every record (null where it has no value); fix the records, or quote the "
+        "numbers if the column holds text."
+    )
+
+
 def _to_dataset(rows: list[dict[str, Any]]) -> datasets.Dataset:
     if not rows:
         raise PromptDataError("the source has no records.")
-    dataset = datasets.Dataset.from_list(rows)
+    # Every column of every record: `Dataset.from_list` takes the columns of the first record only and silently
+    # dropped the others (e.g. `question_options` of the multiple-choice rows after a first free-text one).
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    table = {column: [row.get(column) for row in rows] for column in columns}
+    try:
+        dataset = datasets.Dataset.from_dict(table)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # a bare Arrow error named neither the column nor the record
+        for column, values in table.items():
+            if not _column_fits(values):
+                raise PromptDataError(_column_type_problem(column, values)) from error
+        raise
     # Our own exports come back with the library schema (int32 indices, nulls) rather than inferred types.
     if set(RECORD_FEATURES).issubset(dataset.column_names):
         features = dataset.features.copy()

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..adapter_check import AdapterMismatchError, check_adapter_fits
+from ..adapter_check import AdapterMismatchError, check_adapter_dir, check_adapter_fits
 from ..data.chat import tokenize_prompts
 from ..rewards.kl import clean_prompt_kl
 from ..sampling.sampler import MaskedDiffusionSampler
@@ -43,7 +43,7 @@ def load_adapter(model: torch.nn.Module, adapter_path: str | Path, *, adapter_na
         `peft.PeftModel` in eval mode.
 
     Raises:
-        `FileNotFoundError`: no `adapter_config.json` in `adapter_path`.
+        `FileNotFoundError`: no `adapter_config.json` or no adapter weights in `adapter_path`.
         `AdapterMismatchError`: the adapter targets modules the model lacks, has tensors the model has no place for
             (e.g. trained on a deeper model), lacks tensors the model expects (a shallower one), or its shapes
             differ. The message gives the counts and the base model recorded in `adapter_config.json`; `model` is
@@ -63,11 +63,7 @@ def load_adapter(model: torch.nn.Module, adapter_path: str | Path, *, adapter_na
             "(`model.get_base_model()`, or a freshly loaded one), or add this adapter with "
             "`model.load_adapter(path, adapter_name=...)`."
         )
-    adapter_path = Path(adapter_path)
-    if not (adapter_path / "adapter_config.json").is_file():
-        raise FileNotFoundError(
-            f"{adapter_path} has no adapter_config.json; pass the directory the trainer saved the adapter to."
-        )
+    adapter_path = check_adapter_dir(adapter_path)
     config = PeftConfig.from_pretrained(str(adapter_path))
     targets = config.target_modules
     if isinstance(targets, str):  # a regex in PEFT; let PEFT resolve it, shapes are still checked below
