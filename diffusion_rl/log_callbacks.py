@@ -61,7 +61,10 @@ class JsonlLogCallback(TrainerCallback):
 
 
 def _compact_line(keys: Mapping[str, str], state, logs: Mapping) -> str | None:
-    if "train_runtime" in logs:  # Trainer's end-of-training summary dict: the caller presents it
+    if "train_runtime" in logs and all(logs.get(key) is None for key in keys):
+        # Trainer's end-of-training summary dict: the caller presents it. The trainer folds the metrics of the steps
+        # since the last logging step into the next dict it logs, which is this one when `max_steps` is not a
+        # multiple of `logging_steps` (a 2-step try logs every 5): those steps get their line.
         return None
     if any(k.startswith("eval_") for k in logs):
         keys = {f"eval_{k}": f"eval {v}" for k, v in keys.items()}

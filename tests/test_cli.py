@@ -1,18 +1,21 @@
 """The `diffusion-rl` command line: fast help, usage lines, one vocabulary, flags that work or are refused."""
 
+import contextlib
 import dataclasses
+import io
 import json
 import subprocess
 import sys
 import typing
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from diffusion_rl.bias import cli
 from diffusion_rl.bias import train as train_bias
 from diffusion_rl.bias.cli_args import SAMPLER_DEFAULTS, SamplerArguments, resolve_sampler_settings
-from diffusion_rl.log_callbacks import format_log_line
+from diffusion_rl.log_callbacks import CompactPrinterCallback, format_log_line
 from diffusion_rl.models.sampler_settings import stored_sampler_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,6 +153,16 @@ def test_compact_log_line():
     logs = {"loss": 0.123456, "reward": -0.5, "kl": float("nan"), "time/sampling": 3.0}
     line = format_log_line(logs, {"loss": "loss", "reward": "reward", "kl": "kl", "entropy": "H"}, 5, 60)
     assert line == "step 5/60 | loss 0.1235 | reward -0.5 | kl nan"
+
+
+def test_the_end_of_training_dict_prints_the_step_metrics_it_carries():
+    keys = {"loss": "loss", "reward": "reward"}
+    state = SimpleNamespace(global_step=2, max_steps=2, is_world_process_zero=True)
+    printer = CompactPrinterCallback(keys)
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        printer.on_log(None, state, None, logs={"train_runtime": 9.0, "train_loss": 0.5})  # the summary alone
+        printer.on_log(None, state, None, logs={"train_runtime": 9.0, "train_loss": 0.5, "reward": -0.25})
+    assert out.getvalue() == "step 2/2 | reward -0.25\n"
 
 
 def test_accelerate_launch_with_the_default_config_has_no_defaults_warning(tmp_path):
