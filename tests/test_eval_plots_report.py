@@ -191,3 +191,23 @@ def test_write_report(tmp_path):
         tmp_path / "one", metrics=metrics, records=records[records["variant"] == "adapter"]
     ).read_text()
     assert "## Examples" not in text and "## Limitations" in text
+
+
+def test_never_negative_bars_start_at_zero_and_a_flat_zero_series_gets_a_visible_axis(tmp_path):
+    from matplotlib.figure import Figure
+
+    from diffusion_rl.evaluation.plots import _signed, _start_at_zero
+
+    zero, share, signed = (Figure().add_subplot() for _ in range(3))
+    for ax, values in ((zero, [0.0, 0.0]), (share, [0.2, 0.4]), (signed, [-0.1, 0.3])):
+        ax.bar([0, 1], values)
+    assert zero.get_ylim() == pytest.approx((-0.055, 0.055))  # matplotlib's own margins around a flat series
+    _start_at_zero(zero, np.array([0.0, 0.0, np.nan]))
+    _start_at_zero(share, np.array([0.2, 0.4]))
+    before = signed.get_ylim()
+    _start_at_zero(signed, np.array([-0.1, 0.3]))
+    assert zero.get_ylim() == (0, 1) and share.get_ylim() == pytest.approx((0, 0.42)) and signed.get_ylim() == before
+    assert [_signed(v) for v in (-0.0508, 0.000838, 0.0, -0.6654)] == ["-0.051", "+0.00084", "+0", "-0.665"]
+    records = _records()
+    plot = plot_before_after(records, tmp_path / "t.png", metrics=["genbit_bias"], title="main split")
+    assert plot.panels == ["Genbit bias"] and _png_size(plot.path)[0] > 0

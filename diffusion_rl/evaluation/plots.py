@@ -130,7 +130,26 @@ def _figure_legend(fig, axes) -> None:
         )
 
 
-def _save(fig, path: str | Path, panels: list[str]) -> Plot:
+def _signed(value: float) -> str:
+    """`-0.051`, `+0.00084`: three decimals, or two significant digits below 0.01 (panel titles stay short)."""
+    return f"{value:+.2g}" if abs(value) < 0.01 else f"{value:+.3f}"
+
+
+def _start_at_zero(ax, values: np.ndarray) -> None:
+    """Bars of a quantity that is never negative start at 0, and all-zero bars get the axis 0..1: matplotlib gives a
+    flat series a symmetric -0.04..0.04, which reads as a negative share."""
+    finite = values[np.isfinite(values)]
+    if finite.size and finite.min() >= 0:
+        top = finite.max()
+        ax.set_ylim(0, top * 1.05 if top > 0 else 1)
+
+
+def _save(fig, path: str | Path, panels: list[str], title: str | None = None) -> Plot:
+    if title:  # which run or split the figure shows, once the PNG is opened on its own
+        if fig.legends:  # the legend sits above the panels, where a suptitle would overlap it
+            fig.legends[0].set_title(title, prop={"size": 11, "weight": "bold"})
+        else:
+            fig.suptitle(title, fontsize=11, fontweight="bold")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=100)
@@ -184,6 +203,7 @@ def plot_training_curves(
     keys: Sequence[str] | None = None,
     labels: Mapping[str, MetricLabel] | None = None,
     smoothing: int | None = None,
+    title: str | None = None,
 ) -> Plot:
     """Training curves over optimizer steps, one panel per logged quantity, with a moving average.
 
@@ -195,6 +215,7 @@ def plot_training_curves(
         labels (`Mapping[str, MetricLabel]`, *optional*): titles and units of the application's metrics.
         smoothing (`int`, *optional*): moving-average window in logged values; default about an eighth of them
             (at least 3; none below 5 logged values).
+        title (`str`, *optional*): the figure's title (the run it shows).
 
     Returns:
         `Plot` with one panel per plotted key.
@@ -233,7 +254,7 @@ def plot_training_curves(
         ax.grid(alpha=0.3)
         titles.append(label.title)
     _figure_legend(fig, axes)
-    return _save(fig, path, titles)
+    return _save(fig, path, titles, title)
 
 
 def _arms(records: pd.DataFrame, before: str, after: str, temperature: float | None) -> dict[str, pd.DataFrame]:
@@ -266,6 +287,7 @@ def plot_bias_distribution(
     after: str = "adapter",
     temperature: float | None = None,
     labels: Mapping[str, MetricLabel] | None = None,
+    title: str | None = None,
 ) -> Plot:
     """Distributions of per-text metrics before vs after training, one panel per metric.
 
@@ -281,6 +303,7 @@ def plot_bias_distribution(
         after (`str`, *optional*, defaults to `"adapter"`): variant drawn as "after".
         temperature (`float`, *optional*): restrict to one temperature (default: all rows of both variants).
         labels (`Mapping[str, MetricLabel]`, *optional*): titles and units of the application's metrics.
+        title (`str`, *optional*): the figure's title (the run or split it shows).
     """
     _check_columns(records, metrics)
     arms = _arms(records, before, after, temperature)
@@ -321,7 +344,7 @@ def plot_bias_distribution(
         ax.set_ylabel("share of completions (%)")
         ax.legend(fontsize=7, frameon=False)
         titles.append(label.title)
-    return _save(fig, path, titles)
+    return _save(fig, path, titles, title)
 
 
 def mean_interval(values: np.ndarray, *, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
@@ -348,11 +371,13 @@ def plot_before_after(
     after: str = "adapter",
     labels: Mapping[str, MetricLabel] | None = None,
     seed: int = 0,
+    title: str | None = None,
 ) -> Plot:
     """Mean of each metric before and after, per temperature, with 95 % bootstrap intervals; one panel per metric.
 
-    Each panel's title line states the paired difference `after - before` (pooled over temperatures, pairs matched
-    on prompt `index` and temperature) with its paired bootstrap interval; the bars' intervals are each arm's own.
+    Each panel's second title line states the paired difference `after - before` (pooled over temperatures, pairs
+    matched on prompt `index` and temperature), its 95 % paired bootstrap interval and the number of pairs; the
+    bars' intervals are each arm's own. Bars of a metric that is never negative start at 0.
 
     Args:
         records (`pd.DataFrame`): `EvalResult.records`.
@@ -362,6 +387,7 @@ def plot_before_after(
         after (`str`, *optional*, defaults to `"adapter"`): variant drawn as "after".
         labels (`Mapping[str, MetricLabel]`, *optional*): titles and units of the application's metrics.
         seed (`int`, *optional*, defaults to `0`): bootstrap seed.
+        title (`str`, *optional*): the figure's title (the run or split it shows).
     """
     from .bootstrap import paired_bootstrap
 
@@ -376,6 +402,7 @@ def plot_before_after(
     for ax, metric in zip(axes, shown):
         label = metric_label(metric, labels)
         x = np.arange(len(temperatures))
+        drawn = []
         for offset, (name, color) in zip((-0.2, 0.2), zip((before, after), ARM_COLORS)):
             arm = arms[name]
             means, lows, highs = [], [], []
@@ -387,6 +414,7 @@ def plot_before_after(
                 highs.append(high)
             means, lows, highs = map(np.asarray, (means, lows, highs))
             errors = np.vstack([means - lows, highs - means])
+            drawn += [means, lows, highs]
             ax.bar(
                 x + offset, means, width=0.4, color=color, label=f"{'before' if name == before else 'after'} ({name})"
             )
@@ -397,14 +425,15 @@ def plot_before_after(
             arms[after][["index", "temperature", metric]], on=["index", "temperature"], suffixes=("_b", "_a")
         )
         ci = paired_bootstrap(paired[f"{metric}_b"], paired[f"{metric}_a"], seed=seed)
-        change = f"paired change {ci.diff:+.3g}, 95 % CI [{ci.low:+.3g}, {ci.high:+.3g}] (n = {ci.n})"
+        change = f"change {_signed(ci.diff)}, 95 % CI [{_signed(ci.low)}, {_signed(ci.high)}], n = {ci.n}"
         ax.set_title(f"{label.title}\n{change}", fontsize=9)
+        _start_at_zero(ax, np.concatenate(drawn))
         ax.set_xticks(x, [f"T = {t:g}" for t in temperatures])
         ax.set_ylabel(label.unit)
         ax.grid(axis="y", alpha=0.3)
         titles.append(label.title)
     _figure_legend(fig, axes[:1])
-    return _save(fig, path, titles)
+    return _save(fig, path, titles, title)
 
 
 def plot_grid(

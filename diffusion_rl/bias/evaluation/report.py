@@ -306,7 +306,8 @@ def report_evaluation(
         seed (`int`, *optional*, defaults to `0`): bootstrap seed.
         num_examples (`int`, *optional*, defaults to `3`): `k` of the examples rule.
         settings (`Mapping`, *optional*): extra settings to list (merged with `result.config`).
-        title (`str`, *optional*): the report's title.
+        title (`str`, *optional*): the report's title, also on its figures (`": before vs after"` added to the
+            comparisons, and to the report's heading when it compares a base and an adapter arm).
 
     Returns:
         `Path` of `report.md`.
@@ -327,7 +328,7 @@ def report_evaluation(
         logged = {key for entry in history for key in entry}
         keys = [k for k in TRAINING_CURVES if k in logged] or None  # None: the generic curves (or a clear error)
         path = output_dir / "plots" / "training.png"
-        plots.append(plot_training_curves(history, path, keys=keys, labels=BIAS_LABELS))
+        plots.append(plot_training_curves(history, path, keys=keys, labels=BIAS_LABELS, title=title))
     comparison = None
     variants = set(result.records["variant"])
     if {"base", "adapter"} <= variants:
@@ -340,7 +341,11 @@ def report_evaluation(
         if draw and headline:
             plots.append(
                 plot_before_after(
-                    result.records, output_dir / "plots" / "before_after.png", metrics=headline, labels=BIAS_LABELS
+                    result.records,
+                    output_dir / "plots" / "before_after.png",
+                    metrics=headline,
+                    labels=BIAS_LABELS,
+                    title=f"{title}: before vs after",
                 )
             )
         for temperature in sorted(set(result.records["temperature"])) if draw else []:
@@ -350,6 +355,7 @@ def report_evaluation(
                     output_dir / "plots" / f"bias_T{temperature:g}.png",
                     temperature=temperature,
                     labels=BIAS_LABELS,
+                    title=f"{title}: before vs after, T = {temperature:g}",
                 )
             )
     bbq_columns = [c for c in ("n_bbq", *BBQ_COLUMNS) if c in result.metrics.columns]
@@ -370,5 +376,5 @@ def report_evaluation(
         notes=notes,
         settings={**result.config, **(settings or {})},
         num_examples=num_examples,
-        title=title,
+        title=f"{title}: before vs after" if comparison is not None else title,
     )
