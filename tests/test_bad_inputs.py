@@ -2228,6 +2228,22 @@ def test_resume_from_checkpoint_false_starts_fresh(tmp_path, monkeypatch):
     assert training_args.resume_from_checkpoint is None
 
 
+
+def test_a_refused_run_leaves_no_empty_output_dir(ctx):
+    """A run refused for a bad data file removed nothing but left the empty output_dir (and its new parent)."""
+    data = ctx.tmp_path / "prompts.jsonl"
+    data.write_text('{"prompt": ""}\n')
+    out = ctx.tmp_path / "outputs" / "run"
+    with pytest.raises(ValueError):
+        _job(ctx, ["--dataset_name", str(data), "--output_dir", str(out)])
+    assert not (ctx.tmp_path / "outputs").exists()
+    kept = ctx.tmp_path / "mine"  # a folder the user made is kept, with what it holds
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError):
+        _job(ctx, ["--dataset_name", str(data), "--output_dir", str(kept / "run")])
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+
 if __name__ == "__main__":
     write_docs_table()
     print(f"wrote {len(CASES)} cases to {DOCS_PAGE}", file=sys.stderr)

@@ -584,11 +584,16 @@ def before_after_table(metrics) -> list[dict[str, Any]]:
     return rows
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
+# What each evaluation split is called in its console table, report and figures (two tables are printed in a row).
+SPLIT_TITLES = {"main": "Held-out prompts", "unseen_roles": "Unseen roles (second split)"}
+
+
+def print_table(rows: list[dict[str, Any]], split: str = "main") -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Held-out prompts: base model (before) vs base + adapter (after), same seeds")
+    name = SPLIT_TITLES.get(split, split)
+    table = Table(title=f"{name}: base model (before) vs base + adapter (after), same seeds")
     for column in ("T", "questions", "metric", "before", "after", "change"):
         table.add_column(column, justify="right" if column in ("before", "after", "change") else "left")
     for r in rows:
@@ -612,11 +617,28 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, An
     started = time.perf_counter()
     script_args, training_args, model_args = parse_args(argv, prog)
     check_model_args(model_args)
+    created = [p for p in (Path(training_args.output_dir), *Path(training_args.output_dir).parents) if not p.exists()]
     output_dir = check_output_dir(training_args.output_dir)
     # One run per folder, taken before any model is loaded (the trainer takes the same lock again: a no-op).
     from ..output_lock import acquire_output_dir_lock
 
-    acquire_output_dir_lock(training_args)
+    lock = acquire_output_dir_lock(training_args)
+    try:
+        return _run(script_args, training_args, model_args, output_dir, started)
+    except BaseException:
+        # A run refused for a bad input (a data file, a checkpoint, the model) leaves no empty folder behind.
+        if lock is not None:
+            lock.release()
+        for folder in created:  # the innermost first; a folder that holds anything is kept
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _run(script_args, training_args, model_args, output_dir: Path, started: float) -> dict[str, Any]:
+    """The job once its output_dir is checked and locked (`main` removes the folder again if this fails in it)."""
     resuming = training_args.resume_from_checkpoint not in (None, False)
     stale = check_previous_run(output_dir, overwrite=script_args.overwrite_output_dir, resuming=resuming)
     if resuming:
@@ -628,6 +650,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, An
     from ..cpu_threads import set_cpu_threads
 
     set_cpu_threads(script_args.cpu_threads, on_cpu=training_args.device.type == "cpu")
+    if training_args.device.type == "cpu":
+        # Pinned memory serves copies to an accelerator; on a CPU torch ignores it with a UserWarning at step 0.
+        training_args.dataloader_pin_memory = False
     if not script_args.skip_eval:
         from ..evaluation.plots import PLOTS_HINT, plots_available
 
@@ -765,11 +790,12 @@ def evaluate_before_after(
     )
     rows = before_after_table(result.metrics)
     if trainer.accelerator.is_main_process:
-        print_table(rows)
+        print_table(rows, split)
+        title = "diffusion_rl: REINFORCE debiasing"
         report_evaluation(
             result,
             output_dir or training_args.output_dir,
             log_history=trainer.state.log_history,
-            title="diffusion_rl: REINFORCE debiasing, before vs after",
+            title=title if main else f"{title}, {SPLIT_TITLES.get(split, split).lower()}",
         )
     return {"eval_size": len(eval_dataset), "before_after": rows, "notes": result.notes}
