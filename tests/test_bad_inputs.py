@@ -198,6 +198,11 @@ def _job(ctx, argv: list[str]):
     return train_bias.main(argv)
 
 
+def _job_with_recipe(ctx, recipe: str):
+    """The main job with `--config recipe.yaml` holding `recipe`, into a fresh output_dir."""
+    return _job(ctx, ["--config", str(_file(ctx, "recipe.yaml", recipe)), "--output_dir", str(ctx.tmp_path / "out")])
+
+
 def _job_into_previous_run(ctx):
     """The main job into the folder of a finished run, whose files must come through untouched."""
     out = ctx.tmp_path / "out"
@@ -2025,15 +2030,7 @@ CASES: list[Case] = [
         r"rewards must be a list of reward names, e\.g\. \[genbit\], got 'genbit'",
         "`rewards: genbit` in a recipe (a scalar): it was split into the characters `g`, `e`, `n`, ...",
         "Write a list: `rewards: [genbit]`.",
-        lambda ctx: _job(
-            ctx,
-            [
-                "--config",
-                str(_file(ctx, "recipe.yaml", "rewards: genbit\nmax_steps: 1\n")),
-                "--output_dir",
-                str(ctx.tmp_path / "out"),
-            ],
-        ),
+        lambda ctx: _job_with_recipe(ctx, "rewards: genbit\nmax_steps: 1\n"),
     ),
     Case(
         "job-rewards-mapping",
@@ -2045,15 +2042,7 @@ CASES: list[Case] = [
         "'dict' object has no attribute 'count'`.",
         "Write the names as a list and the weights under their own key: `rewards: [genbit, neutral_choice]`, "
         "`reward_weights: [1.0, 0.5]`.",
-        lambda ctx: _job(
-            ctx,
-            [
-                "--config",
-                str(_file(ctx, "recipe.yaml", "rewards: {genbit: 1.0, neutral_choice: 0.5}\nmax_steps: 1\n")),
-                "--output_dir",
-                str(ctx.tmp_path / "out"),
-            ],
-        ),
+        lambda ctx: _job_with_recipe(ctx, "rewards: {genbit: 1.0, neutral_choice: 0.5}\nmax_steps: 1\n"),
     ),
     Case(
         "job-recipe-unknown-key",
@@ -2065,15 +2054,7 @@ CASES: list[Case] = [
         'for a developer ("add them to the dataclass, or set `fail_with_unknown_args=False`") and no hint of the '
         "flag meant.",
         "Fix the spelling the message suggests, or remove the key (`--help` lists the flags).",
-        lambda ctx: _job(
-            ctx,
-            [
-                "--config",
-                str(_file(ctx, "recipe.yaml", "max_step: 1\nlerning_rate: 1.0e-3\nrewards: [genbit]\n")),
-                "--output_dir",
-                str(ctx.tmp_path / "out"),
-            ],
-        ),
+        lambda ctx: _job_with_recipe(ctx, "max_step: 1\nlerning_rate: 1.0e-3\nrewards: [genbit]\n"),
     ),
     Case(
         "job-recipe-is-accelerate-config",
@@ -2228,7 +2209,6 @@ def test_resume_from_checkpoint_false_starts_fresh(tmp_path, monkeypatch):
     assert training_args.resume_from_checkpoint is None
 
 
-
 def test_a_refused_run_leaves_no_empty_output_dir(ctx):
     """A run refused for a bad data file removed nothing but left the empty output_dir (and its new parent)."""
     data = ctx.tmp_path / "prompts.jsonl"
@@ -2243,6 +2223,7 @@ def test_a_refused_run_leaves_no_empty_output_dir(ctx):
     with pytest.raises(ValueError):
         _job(ctx, ["--dataset_name", str(data), "--output_dir", str(kept / "run")])
     assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+
 
 if __name__ == "__main__":
     write_docs_table()
